@@ -1,0 +1,65 @@
+"""The official Python SDK for the AMAImedia Developer API.
+
+```python
+from amaimedia import AmaiClient
+
+with AmaiClient() as client:  # the key comes from AMAI_API_KEY
+    quote = client.check("dub", units=3)
+    if quote.allowed:
+        ...  # do the work
+        charge = client.spend("dub", units=3)
+```
+"""
+
+from ._async_client import AsyncAmaiClient
+from ._client import AmaiClient
+from ._exceptions import (
+    AmaiError,
+    APIConnectionError,
+    APIError,
+    APIResponseValidationError,
+    APITimeoutError,
+    AuthenticationError,
+    ForbiddenError,
+    InsufficientCreditsError,
+    RateLimitError,
+    ServerError,
+)
+from ._models import Charge, CheckRequest, ErrorBody, Quote, SpendRequest
+from ._types import NOT_GIVEN, ErrorCode, NotGiven, TimeoutTypes, ToolName, Units
+from ._version import __version__
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APITimeoutError",
+    "AmaiClient",
+    "AmaiError",
+    "AsyncAmaiClient",
+    "AuthenticationError",
+    "Charge",
+    "CheckRequest",
+    "ErrorBody",
+    "ErrorCode",
+    "ForbiddenError",
+    "InsufficientCreditsError",
+    "NOT_GIVEN",
+    "NotGiven",
+    "Quote",
+    "RateLimitError",
+    "ServerError",
+    "SpendRequest",
+    "TimeoutTypes",
+    "ToolName",
+    "Units",
+    "__version__",
+]
+
+# Tracebacks, reprs and the API reference show the public path (amaimedia.Quote), not the
+# private module a class happens to live in.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type):
+        _obj.__module__ = __name__
+del _name, _obj

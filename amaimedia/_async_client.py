@@ -1,0 +1,161 @@
+"""The asyncio client; `_client.py`, the sync one, is generated from this file."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TypeVar
+
+import httpx
+
+from ._base_client import BaseClient
+from ._config import ClientConfig
+from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_AFTER, DEFAULT_TIMEOUT
+from ._models import Charge, Quote
+from ._response import connection_error
+from ._types import TimeoutTypes, ToolName, Units
+
+__all__ = ["AsyncAmaiClient"]
+
+_T = TypeVar("_T")
+_SelfT = TypeVar("_SelfT", bound="AsyncAmaiClient")
+
+
+class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
+    """A client for the AMAImedia API in asyncio code.
+
+    One instance is safe to share between tasks, and should be: it holds the connection
+    pool. Close it with `aclose()`, or use it as a context manager:
+
+    ```python
+    async with AsyncAmaiClient() as aclient:
+        quote = await aclient.check("chat")
+    ```
+
+    Args:
+        api_key: The secret `amai_live_…` key. Defaults to the `AMAI_API_KEY`
+            environment variable; a client without a key cannot be built.
+        base_url: The API's root URL. Defaults to `AMAI_BASE_URL`, then to
+            `https://api.amaimedia.com`. Plain `http://` is refused except on loopback.
+        timeout: Seconds to wait for each attempt, an `httpx.Timeout`, or `None`.
+        max_retries: How many times to retry a request that failed in a way worth
+            retrying (connection errors, timeouts, 408, 429, 5xx).
+        max_retry_after: The longest `Retry-After`, in seconds, that the client waits
+            for; a longer one raises at once.
+        http_client: An `httpx.AsyncClient` of your own (proxies, custom transports,
+            mocks). You keep ownership: the SDK does not close it.
+        dangerously_allow_browser: Allow running in a browser runtime (Pyodide), where
+            the key would be visible to the page's visitors.
+
+    Raises:
+        AmaiError: No API key was given or found in the environment.
+        ValueError: A setting has an impossible value (such as an `http://` URL off the
+            loopback); the message names it.
+        TypeError: A setting has the wrong type.
+    """
+
+    _http_client_class = httpx.AsyncClient
+    # Looked up on the instance so that tests can observe the waits without sleeping.
+    _sleep: Callable[[float], Awaitable[None]] = staticmethod(asyncio.sleep)
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | httpx.URL | None = None,
+        timeout: TimeoutTypes = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+        http_client: httpx.AsyncClient | None = None,
+        dangerously_allow_browser: bool = False,
+    ) -> None:
+        super().__init__(
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+            max_retry_after=max_retry_after,
+            http_client=http_client,
+            dangerously_allow_browser=dangerously_allow_browser,
+        )
+
+    def _new_http_client(self, config: ClientConfig) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=config.timeout, follow_redirects=False)
+
+    async def check(self, tool: ToolName | str, units: Units = 1) -> Quote:
+        """Quote what `units` of `tool` would cost against the current balance.
+
+        Never charges. A balance too low for the work still returns a `Quote`, with
+        `allowed=False`.
+
+        Args:
+            tool: The tool, such as `"chat"` or `"dub"`.
+            units: The amount of work, a positive number (a dub unit is one minute).
+
+        Returns:
+            The quote: `allowed`, `cost_tokens` and `balance_after`.
+
+        Raises:
+            ValueError: `tool` or `units` is impossible; nothing was sent.
+            TypeError: `tool` or `units` has the wrong type; nothing was sent.
+            APIError: The server answered with an error (a subclass tells which).
+            APIConnectionError: No usable answer, after the retries.
+        """
+        request = self._check_request(tool, units)
+        return await self._send(request, self._parse_quote)
+
+    async def spend(
+        self, tool: ToolName | str, units: Units = 1, *, reference: str | None = None
+    ) -> Charge:
+        """Charge for `units` of `tool`, after the work succeeded.
+
+        Idempotent by `reference`: sending the same tool and reference again never
+        charges twice, so a spend that failed with an unclear outcome can always be
+        repeated with the reference from `Charge.reference` or from the error.
+
+        Args:
+            tool: The tool that did the work.
+            units: The amount of work done, a positive number.
+            reference: Your idempotency key, such as a job id. When left out, a fresh
+                one is generated before the first attempt and reused by every retry.
+
+        Returns:
+            The charge, with the `reference` that was sent.
+
+        Raises:
+            ValueError: An argument is impossible; nothing was sent.
+            TypeError: An argument has the wrong type; nothing was sent.
+            InsufficientCreditsError: The balance does not cover the cost.
+            APIError: The server answered with another error.
+            APIConnectionError: No usable answer, after the retries.
+        """
+        request, reference = self._spend_request(tool, units, reference)
+        return await self._send(request, lambda response: self._parse_charge(response, reference))
+
+    async def _send(self, request: httpx.Request, parse: Callable[[httpx.Response], _T]) -> _T:
+        what = f"{request.method} {request.url.path}"
+        async for attempt in self._retry_policy.async_retrying(what, self._sleep):
+            with attempt:
+                try:
+                    response = await self._http.send(request, follow_redirects=False)
+                except httpx.RequestError as exc:
+                    raise connection_error(exc, request) from exc
+                return parse(response)
+        raise AssertionError("unreachable: tenacity returns or raises")
+
+    async def aclose(self) -> None:
+        """Close the connection pool, unless it belongs to the caller or another client."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self: _SelfT) -> _SelfT:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,63 @@
+"""The API key: validated once, kept out of every repr, str and log line."""
+
+from __future__ import annotations
+
+from typing import Final, final
+
+__all__ = ["ApiKey"]
+
+KEY_PREFIX: Final = "amai_live_"
+# Below this length the last four characters would give away too much of the secret.
+_MIN_LENGTH_FOR_HINT: Final = 16
+
+
+@final
+class ApiKey:
+    """An API key that only reveals itself on request.
+
+    Its `repr` and `str` show at most the `amai_live_` prefix and the last four
+    characters, so a client, a config object or a traceback can be printed safely.
+    Validation errors describe the problem without quoting the value.
+    """
+
+    __slots__ = ("_secret",)
+
+    def __init__(self, secret: object) -> None:
+        if not isinstance(secret, str):
+            raise TypeError(f"api_key must be a str, got {type(secret).__name__}")
+        if not secret:
+            raise ValueError("api_key is empty")
+        if any(c.isspace() for c in secret):
+            raise ValueError(
+                "api_key contains whitespace; copy the key again, without spaces or newlines"
+            )
+        if not secret.isascii() or not secret.isprintable():
+            raise ValueError("api_key contains characters that cannot appear in an API key")
+        self._secret = secret
+
+    def reveal(self) -> str:
+        """Return the secret itself, for the `Authorization` header and nothing else."""
+        return self._secret
+
+    @property
+    def hint(self) -> str:
+        """A recognisable, safe form of the key: `amai_live_…1a2b`."""
+        if len(self._secret) < _MIN_LENGTH_FOR_HINT:
+            return "…"
+        prefix = KEY_PREFIX if self._secret.startswith(KEY_PREFIX) else ""
+        return f"{prefix}…{self._secret[-4:]}"
+
+    def __repr__(self) -> str:
+        return f"ApiKey({self.hint!r})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ApiKey) and other._secret == self._secret
+
+    def __hash__(self) -> int:
+        return hash(self._secret)
+
+    def __reduce__(self) -> str | tuple[object, ...]:
+        # Pickling would write the secret to wherever the pickle goes (a cache, a queue).
+        raise TypeError("an API key cannot be pickled; pass it to each process instead")

@@ -1,0 +1,221 @@
+"""What the sync and async clients share: everything but the lines that wait on I/O.
+
+Configuration, request building, response-to-model and response-to-exception mapping,
+the retry policy and reference generation all live here, once, so the two clients
+cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any, ClassVar, Generic, TypeVar
+
+import httpx
+
+from ._config import (
+    ClientConfig,
+    check_runtime,
+    resolve_api_key,
+    resolve_base_url,
+    resolve_max_retries,
+    resolve_max_retry_after,
+    resolve_timeout,
+)
+from ._exceptions import AmaiError
+from ._logging import configure_from_env, logger
+from ._models import Charge, CheckRequest, Quote, SpendRequest
+from ._references import new_reference
+from ._response import parse_response, request_id_of
+from ._retry import RetryPolicy
+from ._types import NOT_GIVEN, NotGiven, TimeoutTypes, Units
+
+__all__ = ["BaseClient"]
+
+
+_HttpT = TypeVar("_HttpT", httpx.Client, httpx.AsyncClient)
+_ClientT = TypeVar("_ClientT", bound="BaseClient[Any]")
+
+
+class BaseClient(Generic[_HttpT]):
+    """Shared core of [`AmaiClient`][amaimedia.AmaiClient] and its async twin."""
+
+    _http_client_class: ClassVar[type[httpx.Client] | type[httpx.AsyncClient]]
+    _config: ClientConfig
+    _retry_policy: RetryPolicy
+    _http: _HttpT
+    _owns_http: bool
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        base_url: str | httpx.URL | None,
+        timeout: TimeoutTypes,
+        max_retries: int,
+        max_retry_after: float,
+        http_client: _HttpT | None,
+        dangerously_allow_browser: bool,
+    ) -> None:
+        check_runtime(dangerously_allow_browser)
+        configure_from_env()
+        config = ClientConfig.create(
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+            max_retry_after=max_retry_after,
+        )
+        if http_client is None:
+            http_client = self._new_http_client(config)
+            owns_http = True
+        elif isinstance(http_client, self._http_client_class):
+            # A client passed in belongs to the caller, who closes it.
+            owns_http = False
+        else:
+            expected = self._http_client_class.__name__
+            raise TypeError(
+                f"http_client must be an httpx.{expected}, got {type(http_client).__name__}"
+            )
+        self._setup(config, http_client, owns_http=owns_http)
+
+    def _setup(self, config: ClientConfig, http: _HttpT, *, owns_http: bool) -> None:
+        self._config = config
+        self._retry_policy = RetryPolicy(config.max_retries, config.max_retry_after)
+        self._http = http
+        self._owns_http = owns_http
+
+    def _new_http_client(self, config: ClientConfig) -> _HttpT:
+        raise NotImplementedError
+
+    @property
+    def base_url(self) -> httpx.URL:
+        """The root URL requests go to, such as `https://api.amaimedia.com`."""
+        return self._config.base_url
+
+    @property
+    def timeout(self) -> httpx.Timeout:
+        """The timeout applied to every request."""
+        return self._config.timeout
+
+    @property
+    def max_retries(self) -> int:
+        """How many times a failed request is retried (0 for never)."""
+        return self._config.max_retries
+
+    @property
+    def max_retry_after(self) -> float:
+        """The longest `Retry-After` the client waits for; a longer one is raised at once."""
+        return self._config.max_retry_after
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the connection pool has been closed."""
+        return self._http.is_closed
+
+    def with_options(
+        self: _ClientT,
+        *,
+        api_key: str | NotGiven = NOT_GIVEN,
+        base_url: str | httpx.URL | NotGiven = NOT_GIVEN,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        max_retry_after: float | NotGiven = NOT_GIVEN,
+    ) -> _ClientT:
+        """Return a copy with some settings changed, sharing this client's connection pool.
+
+        The copy does not own the pool: closing it leaves this client open, and closing
+        this client closes the pool for both.
+
+        Args:
+            api_key: Another API key.
+            base_url: Another root URL.
+            timeout: Another timeout; `None` turns the timeout off.
+            max_retries: Another number of retries; `0` turns retrying off.
+            max_retry_after: Another cap on the server's `Retry-After`, in seconds.
+
+        Returns:
+            A new client of the same class.
+        """
+        old = self._config
+        config = ClientConfig(
+            api_key=old.api_key if isinstance(api_key, NotGiven) else resolve_api_key(api_key),
+            base_url=(
+                old.base_url if isinstance(base_url, NotGiven) else resolve_base_url(base_url)
+            ),
+            timeout=old.timeout if isinstance(timeout, NotGiven) else resolve_timeout(timeout),
+            max_retries=(
+                old.max_retries
+                if isinstance(max_retries, NotGiven)
+                else resolve_max_retries(max_retries)
+            ),
+            max_retry_after=(
+                old.max_retry_after
+                if isinstance(max_retry_after, NotGiven)
+                else resolve_max_retry_after(max_retry_after)
+            ),
+        )
+        clone = copy.copy(self)
+        clone._setup(config, self._http, owns_http=False)
+        return clone
+
+    def _check_request(self, tool: str, units: Units) -> httpx.Request:
+        body = CheckRequest.from_arguments(tool=tool, units=units)
+        return self._build_request(self._config.check_url, body)
+
+    def _spend_request(
+        self, tool: str, units: Units, reference: str | None
+    ) -> tuple[httpx.Request, str]:
+        # The reference is fixed here, before the retry loop, and the request built once:
+        # every retry of a spend sends the same bytes, so it can never charge twice.
+        if reference is None:
+            reference = new_reference()
+        body = SpendRequest.from_arguments(tool=tool, units=units, reference=reference)
+        return self._build_request(self._config.spend_url, body), body.reference
+
+    def _build_request(self, url: httpx.URL, body: CheckRequest | SpendRequest) -> httpx.Request:
+        if self._http.is_closed:
+            raise AmaiError(
+                f"{type(self).__name__} is closed; create a new client to send requests"
+            )
+        content = body.model_dump_json()
+        logger.debug("POST %s %s", url.path, content)
+        return self._http.build_request(
+            "POST",
+            url,
+            content=content,
+            headers=self._config.headers,
+            timeout=self._config.timeout,
+        )
+
+    @staticmethod
+    def _parse_quote(response: httpx.Response) -> Quote:
+        _log_response(response)
+        return parse_response(response, Quote)
+
+    @staticmethod
+    def _parse_charge(response: httpx.Response, reference: str) -> Charge:
+        _log_response(response)
+        return parse_response(response, Charge, {"reference": reference})
+
+    def __repr__(self) -> str:
+        config = self._config
+        timeout = config.timeout
+        seconds = {timeout.connect, timeout.read, timeout.write, timeout.pool}
+        shown = seconds.pop() if len(seconds) == 1 else timeout
+        return (
+            f"{type(self).__name__}(base_url={str(config.base_url)!r}, "
+            f"api_key={config.api_key.hint!r}, timeout={shown!r}, "
+            f"max_retries={config.max_retries})"
+        )
+
+
+def _log_response(response: httpx.Response) -> None:
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "%s %s -> %d (request_id=%s)",
+            response.request.method,
+            response.request.url.path,
+            response.status_code,
+            request_id_of(response),
+        )

@@ -1,0 +1,184 @@
+"""Client configuration: where each setting comes from, and what makes it valid.
+
+Every setting is checked here, once, when a client is built or copied with
+`with_options`, so that a bad setting fails before any request and not halfway
+through a job.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from functools import cache
+
+import httpx
+
+from ._auth import ApiKey
+from ._constants import (
+    CHECK_PATH,
+    DEFAULT_BASE_URL,
+    ENV_API_KEY,
+    ENV_BASE_URL,
+    SPEND_PATH,
+)
+from ._exceptions import AmaiError
+from ._types import TimeoutTypes
+from ._version import __version__
+
+__all__ = ["ClientConfig"]
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """The validated settings of one client. Immutable: `with_options` builds a new one."""
+
+    api_key: ApiKey
+    base_url: httpx.URL
+    timeout: httpx.Timeout
+    max_retries: int
+    max_retry_after: float
+    check_url: httpx.URL = field(init=False, repr=False)
+    spend_url: httpx.URL = field(init=False, repr=False)
+    # Built once per configuration, not per request; holds the bearer token, so it stays
+    # out of the repr even though httpx would mask it.
+    headers: httpx.Headers = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        root = str(self.base_url).rstrip("/")
+        object.__setattr__(self, "check_url", httpx.URL(root + CHECK_PATH))
+        object.__setattr__(self, "spend_url", httpx.URL(root + SPEND_PATH))
+        headers = httpx.Headers(
+            {
+                "Accept": "application/json",
+                "Content-Type": "application/json",
+                "User-Agent": user_agent(),
+                "Authorization": f"Bearer {self.api_key.reveal()}",
+            }
+        )
+        object.__setattr__(self, "headers", headers)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        api_key: str | None,
+        base_url: str | httpx.URL | None,
+        timeout: TimeoutTypes,
+        max_retries: int,
+        max_retry_after: float,
+    ) -> ClientConfig:
+        """Validate every setting, filling the unset ones from the environment."""
+        return cls(
+            api_key=resolve_api_key(api_key),
+            base_url=resolve_base_url(base_url),
+            timeout=resolve_timeout(timeout),
+            max_retries=resolve_max_retries(max_retries),
+            max_retry_after=resolve_max_retry_after(max_retry_after),
+        )
+
+
+def resolve_api_key(api_key: str | None) -> ApiKey:
+    """The key given, else `AMAI_API_KEY`; an `AmaiError` that says how to set one if neither."""
+    if api_key is None:
+        api_key = os.environ.get(ENV_API_KEY) or None
+    if api_key is None:
+        raise AmaiError(
+            f"No API key: pass api_key=... to the client or set the {ENV_API_KEY} "
+            "environment variable. Create a key at amaimedia.com/account under API keys."
+        )
+    return ApiKey(api_key)
+
+
+def resolve_base_url(base_url: str | httpx.URL | None) -> httpx.URL:
+    """The URL given, else `AMAI_BASE_URL`, else production; plain http only on loopback."""
+    if base_url is None:
+        base_url = os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+    if not isinstance(base_url, str | httpx.URL):
+        raise TypeError(f"base_url must be a str or httpx.URL, got {type(base_url).__name__}")
+    try:
+        url = httpx.URL(base_url)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"base_url is not a valid URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(
+            f"base_url must be an absolute http(s) URL such as {DEFAULT_BASE_URL!r}, "
+            f"got {str(url)!r}"
+        )
+    if url.userinfo:
+        raise ValueError("base_url must not contain credentials; pass the key as api_key")
+    if url.query or url.fragment:
+        raise ValueError("base_url must not have a query string or fragment")
+    if url.scheme == "http" and not is_loopback(url.host):
+        raise ValueError(
+            f"base_url {str(url)!r} uses plain http, which would send the API key in clear; "
+            "use https (plain http is allowed only for localhost and 127.0.0.0/8 or [::1])"
+        )
+    return url
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine: `localhost`, `127.0.0.0/8` or `::1`."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_timeout(timeout: TimeoutTypes) -> httpx.Timeout:
+    """Seconds, an `httpx.Timeout`, or `None` for none at all."""
+    if isinstance(timeout, httpx.Timeout):
+        return timeout
+    if timeout is None:
+        return httpx.Timeout(None)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(
+            f"timeout must be a number of seconds, an httpx.Timeout or None, "
+            f"got {type(timeout).__name__}"
+        )
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    return httpx.Timeout(timeout)
+
+
+def resolve_max_retries(max_retries: int) -> int:
+    """A whole number of retries, zero or more."""
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int):
+        raise TypeError(f"max_retries must be an int, got {type(max_retries).__name__}")
+    if max_retries < 0:
+        raise ValueError(f"max_retries must be 0 or more, got {max_retries}")
+    return max_retries
+
+
+def resolve_max_retry_after(max_retry_after: float) -> float:
+    """The longest `Retry-After` the client will wait for, in seconds."""
+    if isinstance(max_retry_after, bool) or not isinstance(max_retry_after, int | float):
+        raise TypeError(
+            f"max_retry_after must be a number of seconds, got {type(max_retry_after).__name__}"
+        )
+    if math.isnan(max_retry_after) or max_retry_after < 0:
+        raise ValueError(f"max_retry_after must be 0 or more seconds, got {max_retry_after!r}")
+    return float(max_retry_after)
+
+
+def check_runtime(dangerously_allow_browser: bool) -> None:
+    """Refuse to run in a browser, where the key would be exposed to every visitor."""
+    in_browser = sys.platform == "emscripten" or "pyodide" in sys.modules
+    if in_browser and not dangerously_allow_browser:
+        raise AmaiError(
+            "This looks like a browser runtime (Pyodide): the API key would be visible to "
+            "anyone who opens the page. Call the API from a server instead, or pass "
+            "dangerously_allow_browser=True if the key is the user's own."
+        )
+
+
+@cache
+def user_agent() -> str:
+    """`amaimedia-python/<version> (Python <version>; <OS>)`, computed once per process."""
+    python = platform.python_version()
+    return f"amaimedia-python/{__version__} (Python {python}; {platform.system() or 'unknown'})"

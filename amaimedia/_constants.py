@@ -1,0 +1,28 @@
+"""Defaults and fixed names: every tunable number of the SDK is defined here."""
+
+from __future__ import annotations
+
+from typing import Final
+
+DEFAULT_BASE_URL: Final = "https://api.amaimedia.com"
+CHECK_PATH: Final = "/api/v1/tools/check"
+SPEND_PATH: Final = "/api/v1/tools/spend"
+
+DEFAULT_TIMEOUT: Final = 30.0
+DEFAULT_MAX_RETRIES: Final = 2
+# The documented rate-limit windows are 60 s, so a longer Retry-After means "not soon".
+DEFAULT_MAX_RETRY_AFTER: Final = 60.0
+
+# Exponential backoff with jitter between retries when the server gives no Retry-After.
+INITIAL_RETRY_DELAY: Final = 0.5
+MAX_RETRY_DELAY: Final = 8.0
+
+ENV_API_KEY: Final = "AMAI_API_KEY"
+ENV_BASE_URL: Final = "AMAI_BASE_URL"
+ENV_LOG: Final = "AMAI_LOG"
+
+LOGGER_NAME: Final = "amaimedia"
+
+# The server does not publish a limit; this one catches mistakes (a whole document passed
+# as a reference) with a clear error instead of an opaque 400.
+MAX_REFERENCE_LENGTH: Final = 255

@@ -1,0 +1,229 @@
+"""Everything the SDK raises.
+
+```
+AmaiError                          base of everything the SDK raises
+├── APIError                       the server answered with an error
+│   ├── AuthenticationError        401 auth_required
+│   ├── InsufficientCreditsError   402 insufficient_credits
+│   ├── ForbiddenError             403 forbidden
+│   ├── RateLimitError             429 rate_limited
+│   └── ServerError                5xx
+├── APIConnectionError             no usable answer: DNS, refused, reset
+│   └── APITimeoutError            no answer in time
+└── APIResponseValidationError     a 2xx whose body is not the documented shape
+```
+
+Arguments that can never be valid (`units=0`, an empty tool name) are not sent at all:
+they raise the builtin `ValueError` or `TypeError` before any request, as Python does.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APITimeoutError",
+    "AmaiError",
+    "AuthenticationError",
+    "ForbiddenError",
+    "InsufficientCreditsError",
+    "RateLimitError",
+    "ServerError",
+]
+
+
+class AmaiError(Exception):
+    """Base class of every exception the SDK raises.
+
+    Catch this to handle any failure of the SDK in one place.
+
+    Attributes:
+        message: A human-readable description of what went wrong.
+    """
+
+    message: str
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class APIError(AmaiError):
+    """The server answered with an error status.
+
+    `str(error)` gives one log line with the status, the stable error string and the
+    request id, which is everything a support ticket needs.
+
+    Attributes:
+        status_code: The HTTP status of the answer.
+        error: The stable error string from the body (`"insufficient_credits"`), or
+            `None` when the body carried none (an HTML error page from the edge).
+        body: The parsed JSON body, or its text when it was not JSON.
+        request_id: The `cf-ray` or `x-request-id` header of the answer, if present.
+        response: The `httpx.Response` itself, when there was one.
+        retry_after: How long the server asked to wait before trying again, in seconds
+            (`Retry-After` or `retry-after-ms`), or `None` if it did not say.
+    """
+
+    status_code: int
+    error: str | None
+    body: object
+    request_id: str | None
+    response: httpx.Response | None
+    retry_after: float | None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        error: str | None = None,
+        body: object = None,
+        request_id: str | None = None,
+        response: httpx.Response | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.error = error
+        self.body = body
+        self.request_id = request_id
+        self.response = response
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        label = self.error or _reason_phrase(self.status_code)
+        text = f"{self.status_code} {label}: {self.message}"
+        if self.request_id:
+            text += f" (request_id={self.request_id})"
+        return text
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(status_code={self.status_code}, error={self.error!r}, "
+            f"request_id={self.request_id!r})"
+        )
+
+
+class AuthenticationError(APIError):
+    """401 `auth_required`: the API key is missing, malformed or revoked.
+
+    Retrying cannot help: check `AMAI_API_KEY`, or create a new key if it was revoked.
+    """
+
+
+class InsufficientCreditsError(APIError):
+    """402 `insufficient_credits`: the balance does not cover the cost.
+
+    Attributes:
+        cost_tokens: What the call would have cost, in tokens, when the server said.
+        balance: The balance at the time, in tokens, when the server said.
+    """
+
+    cost_tokens: int | None
+    balance: int | None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = 402,
+        error: str | None = "insufficient_credits",
+        body: object = None,
+        request_id: str | None = None,
+        response: httpx.Response | None = None,
+        retry_after: float | None = None,
+        cost_tokens: int | None = None,
+        balance: int | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            status_code=status_code,
+            error=error,
+            body=body,
+            request_id=request_id,
+            response=response,
+            retry_after=retry_after,
+        )
+        self.cost_tokens = cost_tokens
+        self.balance = balance
+
+
+class ForbiddenError(APIError):
+    """403 `forbidden`: CSRF mismatch, a blocked region, or a suspended account."""
+
+
+class RateLimitError(APIError):
+    """429 `rate_limited`: too many requests.
+
+    The SDK retries these by itself; this is raised once the retries are used up, or at
+    once when the server asks for a longer wait than the client's `max_retry_after`.
+    `retry_after` tells how long the server asked to wait, in seconds, or is `None`.
+    """
+
+
+class ServerError(APIError):
+    """A 5xx answer: the server or the edge in front of it failed. Retried by the SDK."""
+
+
+class APIConnectionError(AmaiError):
+    """No usable answer arrived: DNS failure, connection refused or reset, a broken answer.
+
+    The request may or may not have reached the server. Both endpoints are safe to
+    repeat (check never charges, and spend is idempotent by its reference), which is
+    why the SDK retries these.
+    """
+
+
+class APITimeoutError(APIConnectionError):
+    """No answer arrived within the client's timeout."""
+
+
+class APIResponseValidationError(AmaiError):
+    """A successful (2xx) answer whose body is not the documented shape.
+
+    Not retried: the server did answer, and for a spend it may well have charged. Keep
+    the reference and replay the spend later; it will not charge twice.
+
+    Attributes:
+        status_code: The HTTP status of the answer.
+        body: The parsed JSON body, or its text when it was not JSON.
+        request_id: The `cf-ray` or `x-request-id` header of the answer, if present.
+        response: The `httpx.Response` itself.
+    """
+
+    status_code: int
+    body: object
+    request_id: str | None
+    response: httpx.Response | None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: object = None,
+        request_id: str | None = None,
+        response: httpx.Response | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+        self.request_id = request_id
+        self.response = response
+
+    def __str__(self) -> str:
+        text = f"{self.status_code}: {self.message}"
+        if self.request_id:
+            text += f" (request_id={self.request_id})"
+        return text
+
+
+def _reason_phrase(status_code: int) -> str:
+    return httpx.codes.get_reason_phrase(status_code) or "error"

@@ -1,0 +1,216 @@
+"""Pydantic models for what is sent to the API and what comes back.
+
+Requests are models too: `CheckRequest` and `SpendRequest` are where arguments are
+validated, once, for both clients.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from ._constants import MAX_REFERENCE_LENGTH
+from ._types import Units
+
+__all__ = ["Charge", "CheckRequest", "ErrorBody", "Quote", "SpendRequest"]
+
+_M = TypeVar("_M", bound=BaseModel)
+
+# Error types raised by the argument validators; a failure of one of these is a TypeError
+# for the caller, any other failure a ValueError.
+_TYPE_ERRORS = frozenset({"tool_type", "units_type", "reference_type"})
+
+
+def _validate_tool(value: object) -> str:
+    if not isinstance(value, str):
+        raise PydanticCustomError(
+            "tool_type", "tool must be a str such as 'chat', got {kind}", {"kind": _kind(value)}
+        )
+    if not value or value != value.strip() or any(c.isspace() for c in value):
+        raise PydanticCustomError(
+            "tool_value",
+            "tool must be a non-empty name without whitespace, such as 'chat', got {value}",
+            {"value": repr(value[:80])},
+        )
+    return value
+
+
+def _validate_units(value: object) -> Units:
+    # bool is an int subclass, and True would quietly mean "1 unit": refuse it.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError(
+            "units_type",
+            "units must be a positive, finite int or float, got {kind}",
+            {"kind": _kind(value)},
+        )
+    if not math.isfinite(value) or value <= 0:
+        raise PydanticCustomError(
+            "units_value",
+            "units must be a positive, finite int or float, got {value}",
+            {"value": repr(value)},
+        )
+    return value
+
+
+def _validate_reference(value: object) -> str:
+    if not isinstance(value, str):
+        raise PydanticCustomError(
+            "reference_type", "reference must be a str, got {kind}", {"kind": _kind(value)}
+        )
+    if not value.strip():
+        raise PydanticCustomError("reference_value", "reference must not be empty or blank", {})
+    if len(value) > MAX_REFERENCE_LENGTH:
+        raise PydanticCustomError(
+            "reference_value",
+            "reference must be at most {limit} characters, got {length}",
+            {"limit": MAX_REFERENCE_LENGTH, "length": len(value)},
+        )
+    if not value.isprintable():
+        raise PydanticCustomError(
+            "reference_value", "reference must not contain control characters", {}
+        )
+    return value
+
+
+def _kind(value: object) -> str:
+    return "None" if value is None else f"{type(value).__name__} {value!r:.80}"
+
+
+ToolField = Annotated[str, PlainValidator(_validate_tool)]
+UnitsField = Annotated[Units, PlainValidator(_validate_units)]
+ReferenceField = Annotated[str, PlainValidator(_validate_reference)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def from_arguments(cls: type[_M], **arguments: object) -> _M:
+        """Validate a client method's arguments into a request.
+
+        Raises:
+            TypeError: An argument has the wrong type.
+            ValueError: An argument has the right type but an impossible value.
+        """
+        try:
+            return cls.model_validate(arguments)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            error: type[Exception] = TypeError if first["type"] in _TYPE_ERRORS else ValueError
+            # "from None": the pydantic chain would only repeat the message.
+            raise error(first["msg"]) from None
+
+
+class CheckRequest(_Request):
+    """The body of `POST /api/v1/tools/check`.
+
+    Attributes:
+        tool: The tool to quote, such as `"chat"` or `"dub"`.
+        units: The amount of work, a positive finite number (a dub unit is a minute).
+    """
+
+    tool: ToolField
+    units: UnitsField = 1
+
+
+class SpendRequest(_Request):
+    """The body of `POST /api/v1/tools/spend`.
+
+    Attributes:
+        tool: The tool that did the work.
+        units: The amount of work done.
+        reference: The idempotency key: the same `(tool, reference)` never charges twice.
+    """
+
+    tool: ToolField
+    units: UnitsField = 1
+    reference: ReferenceField
+
+
+class _Response(BaseModel):
+    # Frozen so a result can be shared and cached; extra fields are kept because the API
+    # may add some before the SDK knows them.
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+
+class Quote(_Response):
+    """The answer of `check`: what the work would cost, and whether the balance covers it.
+
+    Attributes:
+        ok: `True` for every answer the API gives without an error.
+        allowed: Whether the balance covers the cost.
+        cost_tokens: What the work would cost, in tokens.
+        balance_after: The balance left after paying that cost, in tokens.
+    """
+
+    ok: bool
+    allowed: bool
+    cost_tokens: int
+    balance_after: int
+
+
+class Charge(_Response):
+    """The answer of `spend`: what was charged.
+
+    Attributes:
+        ok: `True` for every answer the API gives without an error.
+        charged: The tokens charged (a replayed reference reports the original charge).
+        balance_after: The balance after the charge, in tokens.
+        reference: The idempotency key that was sent. The server does not echo it; the
+            SDK fills it in so that it can be logged and replayed.
+    """
+
+    ok: bool
+    charged: int
+    balance_after: int
+    reference: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reference_from_context(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict) and info.context and "reference" in info.context:
+            return {**data, "reference": info.context["reference"]}
+        return data
+
+
+def _none_if_invalid(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return handler(value)
+    except ValidationError:
+        return None
+
+
+_Lenient = WrapValidator(_none_if_invalid)
+
+
+class ErrorBody(_Response):
+    """The body of an error answer: `{"ok": false, "error": "<stable string>", ...}`.
+
+    Parsing is lenient: a field of an unexpected type reads as `None` rather than hiding
+    the error that the status code already reports.
+
+    Attributes:
+        ok: `False` for an error.
+        error: The stable error string, such as `"insufficient_credits"`.
+        message: A human-readable explanation, if the server sent one.
+        cost_tokens: With `insufficient_credits`: what the call would have cost.
+        balance: With `insufficient_credits`: the balance at the time.
+    """
+
+    ok: Annotated[bool | None, _Lenient] = False
+    error: Annotated[str | None, _Lenient] = None
+    message: Annotated[str | None, _Lenient] = None
+    cost_tokens: Annotated[int | None, _Lenient] = None
+    balance: Annotated[int | None, _Lenient] = None

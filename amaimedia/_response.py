@@ -1,0 +1,206 @@
+"""From an HTTP answer to a model or an exception: the one place errors are mapped.
+
+The stable error string decides first; the status code second. The mapping never lets a
+`JSONDecodeError`, `KeyError` or pydantic `ValidationError` from a server body escape.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any, Final, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from ._exceptions import (
+    APIConnectionError,
+    APIError,
+    APIResponseValidationError,
+    APITimeoutError,
+    AuthenticationError,
+    ForbiddenError,
+    InsufficientCreditsError,
+    RateLimitError,
+    ServerError,
+)
+from ._models import ErrorBody
+
+__all__ = [
+    "connection_error",
+    "error_from_response",
+    "parse_response",
+    "parse_retry_after",
+    "request_id_of",
+]
+
+_T = TypeVar("_T", bound=BaseModel)
+
+_BY_ERROR_STRING: Final[dict[str, type[APIError]]] = {
+    "auth_required": AuthenticationError,
+    "insufficient_credits": InsufficientCreditsError,
+    "forbidden": ForbiddenError,
+    "rate_limited": RateLimitError,
+}
+# For answers without a known error string, such as an HTML page from the edge: the
+# documented statuses still mean what the API doc says they mean.
+_BY_STATUS: Final[dict[int, type[APIError]]] = {
+    401: AuthenticationError,
+    402: InsufficientCreditsError,
+    403: ForbiddenError,
+    429: RateLimitError,
+}
+_DESCRIPTIONS: Final[dict[type[APIError], str]] = {
+    AuthenticationError: "the API key is missing, malformed or revoked",
+    InsufficientCreditsError: "the balance does not cover the cost",
+    ForbiddenError: "refused: CSRF mismatch, blocked region or suspended account",
+    RateLimitError: "too many requests",
+    ServerError: "the server failed to answer the request",
+    APIError: "the server refused the request",
+}
+_REQUEST_ID_HEADERS: Final = ("cf-ray", "x-request-id")
+_MAX_ERRORS_SHOWN: Final = 3
+
+
+def request_id_of(response: httpx.Response) -> str | None:
+    """The id a support ticket needs: `cf-ray`, else `x-request-id`, else `None`."""
+    for name in _REQUEST_ID_HEADERS:
+        value: str | None = response.headers.get(name)
+        if value:
+            return value
+    return None
+
+
+def parse_retry_after(headers: httpx.Headers, *, now: float | None = None) -> float | None:
+    """Seconds the server asked to wait: `retry-after-ms`, else `Retry-After`.
+
+    `Retry-After` may be a number of seconds or an HTTP date. Anything unreadable or
+    negative counts as not given.
+    """
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds is not None:
+        seconds = _finite_non_negative(milliseconds)
+        if seconds is not None:
+            return seconds / 1000
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    seconds = _finite_non_negative(value)
+    if seconds is not None:
+        return seconds
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is always GMT
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _finite_non_negative(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if number >= 0 and number != float("inf") else None
+
+
+def _decode_body(response: httpx.Response) -> object:
+    """The parsed JSON body, or the text when it is not JSON (an HTML error page)."""
+    try:
+        return json.loads(response.content)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        try:
+            return response.text
+        except (LookupError, ValueError):  # an unknown or broken charset
+            return response.content.decode("utf-8", "replace")
+
+
+def error_from_response(response: httpx.Response, body: object = None) -> APIError:
+    """Build the typed exception for an error answer (any status)."""
+    if body is None:
+        body = _decode_body(response)
+    details = ErrorBody.model_validate(body) if isinstance(body, dict) else ErrorBody()
+    status = response.status_code
+    cls = _BY_ERROR_STRING.get(details.error or "")
+    if cls is None:
+        cls = ServerError if status >= 500 else _BY_STATUS.get(status, APIError)
+    message = details.message or _DESCRIPTIONS[cls]
+    if 300 <= status < 400:
+        message = (
+            f"unexpected redirect to {response.headers.get('location', '(no location)')!r}; "
+            "redirects are not followed, check base_url"
+        )
+    elif not isinstance(body, dict | list):
+        message += " (the answer is not JSON)"
+    retry_after = parse_retry_after(response.headers)
+    common: dict[str, Any] = {
+        "status_code": status,
+        "error": details.error,
+        "body": body,
+        "request_id": request_id_of(response),
+        "response": response,
+        "retry_after": retry_after,
+    }
+    if cls is InsufficientCreditsError:
+        if details.cost_tokens is not None and details.balance is not None:
+            message += f": the call costs {details.cost_tokens} tokens, "
+            message += f"the balance is {details.balance}"
+        message += "; top up at amaimedia.com/credits"
+        return InsufficientCreditsError(
+            message, cost_tokens=details.cost_tokens, balance=details.balance, **common
+        )
+    if cls is RateLimitError and retry_after is not None:
+        message += f"; the server asked to wait {retry_after:g} s"
+    return cls(message, **common)
+
+
+def parse_response(
+    response: httpx.Response, model: type[_T], context: dict[str, Any] | None = None
+) -> _T:
+    """Turn a 2xx answer into `model`, and any other answer into its exception.
+
+    Raises:
+        APIError: The status is not 2xx, or a 2xx body says `"ok": false`.
+        APIResponseValidationError: A 2xx body is not the documented shape.
+    """
+    if not response.is_success:
+        raise error_from_response(response)
+    try:
+        result = model.model_validate_json(response.content, context=context)
+    except ValidationError as exc:
+        body = _decode_body(response)
+        if isinstance(body, dict) and body.get("ok") is False:
+            raise error_from_response(response, body) from None
+        raise APIResponseValidationError(
+            f"the answer to {response.request.url.path} is not a valid "
+            f"{model.__name__}: {_summarize(exc)}",
+            status_code=response.status_code,
+            body=body,
+            request_id=request_id_of(response),
+            response=response,
+        ) from None
+    if getattr(result, "ok", True) is False:
+        raise error_from_response(response)
+    return result
+
+
+def _summarize(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    parts = []
+    for error in errors[:_MAX_ERRORS_SHOWN]:
+        where = ".".join(str(part) for part in error["loc"]) or "body"
+        parts.append(f"{where}: {error['msg']}")
+    if len(errors) > _MAX_ERRORS_SHOWN:
+        parts.append(f"and {len(errors) - _MAX_ERRORS_SHOWN} more")
+    return "; ".join(parts)
+
+
+def connection_error(exc: httpx.RequestError, request: httpx.Request) -> APIConnectionError:
+    """Wrap a transport failure of `request` in the SDK's own exception."""
+    where = f"{request.method} {request.url}"
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        return APITimeoutError(f"no answer to {where} within the timeout ({detail})")
+    return APIConnectionError(f"no usable answer to {where} ({detail})")

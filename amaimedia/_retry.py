@@ -1,0 +1,110 @@
+"""The retry rule: which failures are retried, how long to wait, and the log line.
+
+The decisions are small pure functions (`should_retry`, `retry_wait`) that tests call
+directly; `RetryPolicy` wires them into tenacity for the sync and async clients.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final
+
+import tenacity
+
+from ._constants import INITIAL_RETRY_DELAY, MAX_RETRY_DELAY
+from ._exceptions import APIConnectionError, APIError
+from ._logging import logger
+
+__all__ = ["RETRYABLE_STATUS_CODES", "RetryPolicy", "retry_wait", "should_retry"]
+
+# 408 and 429 ask the client to come back later; 5xx are failures of the server or edge.
+# Retrying is safe on both endpoints: check never charges, spend is idempotent by reference.
+RETRYABLE_STATUS_CODES: Final = frozenset({408, 429})
+
+
+def should_retry(exc: BaseException, *, max_retry_after: float) -> bool:
+    """Whether a failed attempt is worth another.
+
+    Retried: connection failures and timeouts, 408, 429 and 5xx, unless the server asked
+    for a wait longer than `max_retry_after`, which is raised at once instead. Never
+    retried: every other status, a malformed 2xx body, and anything not from the SDK.
+    """
+    if isinstance(exc, APIConnectionError):
+        return True
+    if not isinstance(exc, APIError):
+        return False
+    if exc.status_code not in RETRYABLE_STATUS_CODES and exc.status_code < 500:
+        return False
+    return exc.retry_after is None or exc.retry_after <= max_retry_after
+
+
+def retry_wait(exc: BaseException | None, attempt: int, *, jitter: float) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1 for the first).
+
+    The server's own `Retry-After` wins when given. Otherwise the wait doubles from
+    about 0.5 s up to 8 s, less a random part of up to a quarter (`jitter` in [0, 1)),
+    so that many clients failing together do not come back together.
+    """
+    if isinstance(exc, APIError) and exc.retry_after is not None:
+        return exc.retry_after
+    delay = min(MAX_RETRY_DELAY, INITIAL_RETRY_DELAY * 2.0 ** (attempt - 1))
+    return delay * (1 - 0.25 * jitter)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many times, and for how long, a client retries a request."""
+
+    max_retries: int
+    max_retry_after: float
+
+    def _retry(self, state: tenacity.RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        return exc is not None and should_retry(exc, max_retry_after=self.max_retry_after)
+
+    @staticmethod
+    def _wait(state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return retry_wait(exc, state.attempt_number, jitter=random.random())
+
+    def _before_sleep(self, what: str) -> Callable[[tenacity.RetryCallState], None]:
+        def log(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            seconds = state.next_action.sleep if state.next_action else 0.0
+            logger.info(
+                "Retrying %s in %.2f s (attempt %d of %d) after: %s",
+                what,
+                seconds,
+                state.attempt_number + 1,
+                self.max_retries + 1,
+                exc,
+            )
+
+        return log
+
+    def retrying(self, what: str, sleep: Callable[[float], None]) -> tenacity.Retrying:
+        """A fresh tenacity loop for one sync request (`what` names it in log lines)."""
+        return tenacity.Retrying(
+            sleep=sleep,
+            stop=tenacity.stop_after_attempt(self.max_retries + 1),
+            retry=self._retry,
+            wait=self._wait,
+            before_sleep=self._before_sleep(what),
+            # The caller sees the SDK's own exception, never tenacity's RetryError.
+            reraise=True,
+        )
+
+    def async_retrying(
+        self, what: str, sleep: Callable[[float], Awaitable[None]]
+    ) -> tenacity.AsyncRetrying:
+        """A fresh tenacity loop for one async request (`what` names it in log lines)."""
+        return tenacity.AsyncRetrying(
+            sleep=sleep,
+            stop=tenacity.stop_after_attempt(self.max_retries + 1),
+            retry=self._retry,
+            wait=self._wait,
+            before_sleep=self._before_sleep(what),
+            reraise=True,
+        )

@@ -1,0 +1,84 @@
+"""Generate the sync client from the async one, so the twins cannot drift.
+
+    python scripts/unasync.py           # rewrite amaimedia/_client.py
+    python scripts/unasync.py --check   # fail if amaimedia/_client.py is out of date
+
+Each rule replaces whole words only. The async file is the source of truth: edit it,
+then run this script.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PAIRS = [(ROOT / "amaimedia" / "_async_client.py", ROOT / "amaimedia" / "_client.py")]
+
+# Longest first, so that a rule never eats part of a longer one.
+RULES = [
+    ("from collections.abc import Awaitable, Callable", "from collections.abc import Callable"),
+    ("Callable[[float], Awaitable[None]]", "Callable[[float], None]"),
+    (
+        "The asyncio client; `_client.py`, the sync one, is generated from this file.",
+        "The synchronous client, generated from `_async_client.py`.",
+    ),
+    ("in asyncio code", "in ordinary, blocking code"),
+    ("between tasks", "between threads"),
+    ("httpx.AsyncClient", "httpx.Client"),
+    ("AsyncAmaiClient", "AmaiClient"),
+    ("async_retrying", "retrying"),
+    ("asyncio.sleep", "time.sleep"),
+    ("import asyncio", "import time"),
+    ("__aenter__", "__enter__"),
+    ("__aexit__", "__exit__"),
+    ("async with ", "with "),
+    ("async for ", "for "),
+    ("async def ", "def "),
+    ("await ", ""),
+    ("aclose", "close"),
+    ("aclient", "client"),
+]
+HEADER = (
+    "# Generated from _async_client.py by scripts/unasync.py: edit that file, then run the\n"
+    "# script. scripts/test fails while this file is out of date.\n"
+)
+
+
+def _word(old: str) -> str:
+    # Whole words only: "aclose" must not match inside "xaclose", nor "await " in "awaited".
+    end = r"(?!\w)" if old[-1].isalnum() or old[-1] == "_" else ""
+    return r"(?<!\w)" + re.escape(old) + end
+
+
+_PATTERN = re.compile("|".join(_word(old) for old, _ in RULES))
+_NEW = dict(RULES)
+
+
+def unasync(source: str) -> str:
+    """The sync twin of an async module's source."""
+    return HEADER + _PATTERN.sub(lambda match: _NEW[match.group(0)], source)
+
+
+def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    stale = []
+    for source, target in PAIRS:
+        wanted = unasync(source.read_text())
+        if target.exists() and target.read_text() == wanted:
+            continue
+        if check:
+            stale.append(target)
+        else:
+            target.write_text(wanted)
+            print(f"wrote {target.relative_to(ROOT)}")
+    if stale:
+        names = ", ".join(str(path.relative_to(ROOT)) for path in stale)
+        print(f"out of date: {names}; run: python scripts/unasync.py", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
