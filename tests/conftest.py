@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from amaimedia import AmaiClient, AsyncAmaiClient
+
+from .fakes import KEY, FakeAPI, LoopbackServer
+
+Client = AmaiClient | AsyncAmaiClient
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never depend on the machine's AMAI_* variables."""
+    for name in list(os.environ):
+        if name.startswith("AMAI_"):
+            monkeypatch.delenv(name)
+
+
+class Harness:
+    """Runs one test body against either client.
+
+    `harness.run(client.check("chat"))` returns the result for the sync client, and
+    awaits the coroutine on the harness's event loop for the async one. Waits between
+    retries are recorded in `sleeps` instead of slept.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.is_async = kind == "async"
+        self.sleeps: list[float] = []
+        self._loop = asyncio.new_event_loop() if self.is_async else None
+        self._clients: list[Client] = []
+        self._http_clients: list[httpx.Client | httpx.AsyncClient] = []
+
+    @property
+    def client_class(self) -> type[Client]:
+        return AsyncAmaiClient if self.is_async else AmaiClient
+
+    def http_client(self, api: FakeAPI | None = None, **kwargs: Any) -> Any:
+        """An httpx client of the right kind, on `api`'s MockTransport when given."""
+        if api is not None:
+            kwargs["transport"] = httpx.MockTransport(api.handler)
+        http = httpx.AsyncClient(**kwargs) if self.is_async else httpx.Client(**kwargs)
+        self._http_clients.append(http)
+        return http
+
+    def client(self, api: FakeAPI | None = None, **options: Any) -> Any:
+        """A client on `api` (a fresh `FakeAPI` if None), with the test key by default."""
+        if "http_client" not in options:
+            options["http_client"] = self.http_client(api if api is not None else FakeAPI())
+        options.setdefault("api_key", KEY)
+        client = self.client_class(**options)
+        self.record_sleeps(client)
+        self._clients.append(client)
+        return client
+
+    def record_sleeps(self, client: Client) -> None:
+        if self.is_async:
+
+            async def sleep(seconds: float) -> None:
+                self.sleeps.append(seconds)
+
+            client._sleep = sleep  # type: ignore[assignment,method-assign]
+        else:
+            client._sleep = self.sleeps.append  # type: ignore[assignment,method-assign]
+
+    def run(self, value: Any) -> Any:
+        if inspect.isawaitable(value):
+            assert self._loop is not None
+            return self._loop.run_until_complete(value)
+        return value
+
+    def close(self) -> None:
+        for client in self._clients:
+            self.run(client.aclose() if isinstance(client, AsyncAmaiClient) else client.close())
+        for http in self._http_clients:
+            self.run(http.aclose() if isinstance(http, httpx.AsyncClient) else http.close())
+        if self._loop is not None:
+            self._loop.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    h = Harness(request.param)
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def api() -> FakeAPI:
+    return FakeAPI()
+
+
+@pytest.fixture
+def loopback() -> Iterator[LoopbackServer]:
+    with LoopbackServer() as server:
+        yield server

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from amaimedia import Charge, Quote
+
+from .conftest import Harness
+from .fakes import CHARGE, QUOTE, FakeAPI, LoopbackServer
+
+
+def test_check_then_spend(harness: Harness, api: FakeAPI) -> None:
+    client = harness.client(api)
+    quote = harness.run(client.check("chat"))
+    charge = harness.run(client.spend("chat", reference="job-1"))
+    assert quote == Quote(**QUOTE)
+    assert charge == Charge(**CHARGE, reference="job-1")
+    assert api.bodies() == [
+        {"tool": "chat", "units": 1},
+        {"tool": "chat", "units": 1, "reference": "job-1"},
+    ]
+
+
+def test_over_loopback(harness: Harness, loopback: LoopbackServer) -> None:
+    client = harness.client(http_client=None, base_url=loopback.base_url)
+    assert harness.run(client.check("dub", units=2.5)).cost_tokens == QUOTE["cost_tokens"]
+    assert loopback.requests[0][0] == "/api/v1/tools/check"
