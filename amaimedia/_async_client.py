@@ -145,7 +145,12 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         raise AssertionError("unreachable: tenacity returns or raises")
 
     async def aclose(self) -> None:
-        """Close the connection pool, unless it belongs to the caller or another client."""
+        """Close the client, and its connection pool unless that belongs to someone else.
+
+        A pool passed in as `http_client`, or shared with the client that `with_options`
+        copied, stays open for its owner. Either way this client sends nothing more.
+        """
+        self._closed = True
         if self._owns_http:
             await self._http.aclose()
 

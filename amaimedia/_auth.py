@@ -52,12 +52,6 @@ class ApiKey:
 
     __str__ = __repr__
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ApiKey) and other._secret == self._secret
-
-    def __hash__(self) -> int:
-        return hash(self._secret)
-
     def __reduce__(self) -> str | tuple[object, ...]:
         # Pickling would write the secret to wherever the pickle goes (a cache, a queue).
         raise TypeError("an API key cannot be pickled; pass it to each process instead")

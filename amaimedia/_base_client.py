@@ -45,6 +45,7 @@ class BaseClient(Generic[_HttpT]):
     _retry_policy: RetryPolicy
     _http: _HttpT
     _owns_http: bool
+    _closed: bool
 
     def __init__(
         self,
@@ -84,6 +85,7 @@ class BaseClient(Generic[_HttpT]):
         self._retry_policy = RetryPolicy(config.max_retries, config.max_retry_after)
         self._http = http
         self._owns_http = owns_http
+        self._closed = False
 
     def _new_http_client(self, config: ClientConfig) -> _HttpT:
         raise NotImplementedError
@@ -110,8 +112,8 @@ class BaseClient(Generic[_HttpT]):
 
     @property
     def is_closed(self) -> bool:
-        """Whether the connection pool has been closed."""
-        return self._http.is_closed
+        """Whether this client was closed, or its connection pool was."""
+        return self._closed or self._http.is_closed
 
     def with_options(
         self: _ClientT,
@@ -174,7 +176,7 @@ class BaseClient(Generic[_HttpT]):
         return self._build_request(self._config.spend_url, body), body.reference
 
     def _build_request(self, url: httpx.URL, body: CheckRequest | SpendRequest) -> httpx.Request:
-        if self._http.is_closed:
+        if self.is_closed:
             raise AmaiError(
                 f"{type(self).__name__} is closed; create a new client to send requests"
             )

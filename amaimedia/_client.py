@@ -147,7 +147,12 @@ class AmaiClient(BaseClient[httpx.Client]):
         raise AssertionError("unreachable: tenacity returns or raises")
 
     def close(self) -> None:
-        """Close the connection pool, unless it belongs to the caller or another client."""
+        """Close the client, and its connection pool unless that belongs to someone else.
+
+        A pool passed in as `http_client`, or shared with the client that `with_options`
+        copied, stays open for its owner. Either way this client sends nothing more.
+        """
+        self._closed = True
         if self._owns_http:
             self._http.close()
 

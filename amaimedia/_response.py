@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, TypeVar
 
@@ -93,8 +94,8 @@ def parse_retry_after(headers: httpx.Headers, *, now: float | None = None) -> fl
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
-    if when.tzinfo is None:  # an HTTP date is always GMT
-        return None
+    if when.tzinfo is None:  # the zoneless asctime form of an HTTP date is GMT too
+        when = when.replace(tzinfo=timezone.utc)
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
@@ -110,11 +111,9 @@ def _decode_body(response: httpx.Response) -> object:
     """The parsed JSON body, or the text when it is not JSON (an HTML error page)."""
     try:
         return json.loads(response.content)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        try:
-            return response.text
-        except (LookupError, ValueError):  # an unknown or broken charset
-            return response.content.decode("utf-8", "replace")
+    except (ValueError, RecursionError):
+        # httpx decodes text leniently: an unknown charset or broken bytes never raise.
+        return response.text
 
 
 def error_from_response(response: httpx.Response, body: object = None) -> APIError:

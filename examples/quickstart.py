@@ -65,7 +65,7 @@ def main() -> None:
         print(f"          reference {charge.reference}")
 
         again = client.spend("dub", units=3, reference=charge.reference)
-        print(f"4. replay same reference -> charged {again.charged} once; balance {ledger.balance}")
+        print(f"4. replay  same reference -> {again.charged} once; balance {ledger.balance}")
 
         try:
             client.spend("dub", units=10)

@@ -1,0 +1,317 @@
+"""The API key stays secret, and never travels in clear or to a browser."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import sys
+import traceback
+import types
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from amaimedia import AmaiError, APIConnectionError, APIError, AuthenticationError, RateLimitError
+
+from .conftest import Harness
+from .fakes import KEY, Action, FakeAPI, LoopbackServer, error
+
+# Module constants, never test-function locals: a local holding the secret would show up
+# in the captured frames of every traceback and hide a real leak behind a false one.
+SECRET = "amai_live_PLANTEDsecret0123456789XYZW"
+# The part of the secret that the safe hint (`amai_live_…XYZW`) never shows: finding it
+# anywhere also catches a partly masked or sliced key.
+SECRET_CORE = "PLANTEDsecret0123456789"
+
+
+def assert_secret_absent(text: str, where: str) -> None:
+    assert SECRET not in text, f"the API key leaks in {where}"
+    assert SECRET_CORE not in text, f"part of the API key leaks in {where}"
+
+
+def leaking_frames(exc: BaseException) -> list[str]:
+    """Every frame local, in `exc` and its causes, whose repr holds the secret."""
+    found = []
+    pending = [traceback.TracebackException.from_exception(exc, capture_locals=True)]
+    seen: set[int] = set()
+    while pending:
+        te = pending.pop()
+        if id(te) in seen:
+            continue
+        seen.add(id(te))
+        for frame in te.stack:
+            for name, value in (frame.locals or {}).items():
+                if SECRET_CORE in value:
+                    found.append(f"{frame.filename}:{frame.lineno} in {frame.name}: {name}")
+        pending.extend(t for t in (te.__cause__, te.__context__) if t is not None)
+    return found
+
+
+def assert_exception_is_clean(exc: BaseException) -> None:
+    name = type(exc).__name__
+    assert_secret_absent(str(exc), f"str({name})")
+    assert_secret_absent(repr(exc), f"repr({name})")
+    assert_secret_absent(repr(exc.args), f"{name}.args")
+    assert_secret_absent(repr(vars(exc)), f"vars({name})")
+    assert_secret_absent(repr(getattr(exc, "body", None)), f"{name}.body")
+    assert_secret_absent("".join(traceback.format_exception(exc)), f"traceback of {name}")
+    captured = traceback.TracebackException.from_exception(exc, capture_locals=True)
+    assert leaking_frames(exc) == [], f"frame locals of {name} hold the API key"
+    assert_secret_absent("".join(captured.format()), f"traceback with locals of {name}")
+
+
+def call(harness: Harness, method: Callable[[], Any]) -> BaseException:
+    """Run a call that must fail, and return what it raised.
+
+    Takes a callable: the sync client's call must happen inside `pytest.raises`.
+    """
+    with pytest.raises(AmaiError) as info:
+        harness.run(method())
+    return info.value
+
+
+# --- the planted secret ----------------------------------------------------------------
+
+
+def test_client_reprs_hide_the_key(harness: Harness, api: FakeAPI) -> None:
+    client = harness.client(api, api_key=SECRET)
+    shown = {
+        "repr(client)": repr(client),
+        "str(client)": str(client),
+        "vars(client)": repr(vars(client)),
+        "repr(with_options)": repr(client.with_options(timeout=5)),
+        "repr(config)": repr(client._config),
+        "repr(api_key)": repr(client._config.api_key),
+        "str(api_key)": str(client._config.api_key),
+    }
+    for where, text in shown.items():
+        assert_secret_absent(text, where)
+    assert "amai_live_…XYZW" in repr(client)
+    # The key planted is the key sent: the checks above are about a key really in use.
+    harness.run(client.check("chat"))
+    assert api.requests[0].headers["Authorization"] == f"Bearer {SECRET}"
+
+
+def test_key_never_reaches_logs_or_exceptions(
+    harness: Harness, loopback: LoopbackServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in (None, "amaimedia", "httpx", "httpcore"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    client = harness.client(http_client=None, base_url=loopback.base_url, api_key=SECRET)
+    once = client.with_options(max_retries=0)
+    rate_limited = json.dumps({"ok": False, "error": "rate_limited"}).encode()
+    loopback.actions.extend(
+        [
+            LoopbackServer.default("/check"),
+            LoopbackServer.default("/spend"),
+            Action(status=429, body=rate_limited, headers={"retry-after": "0"}),
+            LoopbackServer.default("/check"),  # the retry
+            Action(status=401, body=b'{"ok": false, "error": "auth_required"}'),
+            Action(status=429, body=rate_limited),
+            Action(drop=True),
+        ]
+    )
+    harness.run(client.check("chat"))
+    harness.run(client.spend("chat", reference="job-1"))
+    harness.run(client.check("chat"))
+    raised = [
+        call(harness, lambda: client.spend("chat", reference="job-2")),
+        call(harness, lambda: once.check("chat")),
+        call(harness, lambda: once.check("chat")),
+    ]
+    assert [type(e) for e in raised] == [AuthenticationError, RateLimitError, APIConnectionError]
+    assert len(loopback.requests) == 7
+    assert all(h["Authorization"] == f"Bearer {SECRET}" for _, h, _ in loopback.requests)
+
+    # The logs are real: the SDK's, httpx's and httpcore's own, at every level.
+    names = {record.name.split(".")[0] for record in caplog.records}
+    assert {"amaimedia", "httpx", "httpcore"} <= names
+    assert any("Retrying" in record.getMessage() for record in caplog.records)
+    formatter = logging.Formatter()
+    for record in caplog.records:
+        where = f"log record {record.name}:{record.lineno}"
+        assert_secret_absent(record.getMessage(), where)
+        assert_secret_absent(repr(record.args), f"args of {where}")
+        assert_secret_absent(formatter.format(record), where)
+
+    for exc in raised:
+        assert_exception_is_clean(exc)
+
+
+def test_key_never_reaches_exceptions_over_mock_transport(harness: Harness, api: FakeAPI) -> None:
+    """The same over MockTransport, for timeouts and errors the loopback cannot easily play."""
+    api.queue(
+        "check",
+        httpx.ReadTimeout("slow"),
+        error(402, "insufficient_credits", cost_tokens=5, balance=2),
+        httpx.Response(200, json={"ok": True}),
+        httpx.Response(500, text="<html>oops</html>"),
+    )
+    client = harness.client(api, api_key=SECRET, max_retries=0)
+    raised = [call(harness, lambda: client.check("chat")) for _ in range(4)]
+    assert len(api.requests) == 4
+    for exc in raised:
+        assert_exception_is_clean(exc)
+
+
+# --- invalid keys ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "error"),
+    [
+        ("amai_live_PLANTED secret0123456789XYZW", ValueError),
+        ("amai_live_PLANTEDsecret0123456789XYZW\n", ValueError),
+        ("amai_live_PLANTED\tsecret0123456789XYZW", ValueError),
+        ("amai_live_PLANTEDsecret0123456789XYZé", ValueError),
+        ("amai_live_PLANTEDsecret\x000123456789XYZW", ValueError),
+        (b"amai_live_PLANTEDsecret0123456789XYZW", TypeError),
+        (12345678901234567890, TypeError),
+    ],
+    ids=["space", "newline", "tab", "non-ascii", "nul", "bytes", "int"],
+)
+def test_invalid_key_is_refused_without_quoting_it(
+    harness: Harness, api: FakeAPI, key: object, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match="api_key") as info:
+        harness.client(api, api_key=key)
+    for text in (
+        str(info.value),
+        repr(info.value),
+        "".join(traceback.format_exception(info.value)),
+    ):
+        assert "PLANTED" not in text
+        assert "1234567890" not in text
+    assert api.requests == []
+
+
+def test_invalid_key_from_environment_is_refused_without_quoting_it(
+    harness: Harness, api: FakeAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AMAI_API_KEY", SECRET + "\n")
+    with pytest.raises(ValueError, match="api_key") as info:
+        harness.client(api, api_key=None)
+    assert_secret_absent(str(info.value), "the error for a bad AMAI_API_KEY")
+
+
+def test_api_key_cannot_be_pickled(harness: Harness, api: FakeAPI) -> None:
+    client = harness.client(api, api_key=SECRET)
+    with pytest.raises(TypeError, match="pickle") as info:
+        pickle.dumps(client._config.api_key)
+    assert_secret_absent(str(info.value), "the pickling error")
+    with pytest.raises(TypeError):
+        pickle.dumps(client._config)
+
+
+# --- plain http ------------------------------------------------------------------------
+
+
+def build_with_base_url(
+    harness: Harness, api: FakeAPI, monkeypatch: pytest.MonkeyPatch, source: str, url: str
+) -> Any:
+    if source == "argument":
+        return harness.client(api, base_url=url)
+    if source == "env":
+        monkeypatch.setenv("AMAI_BASE_URL", url)
+        return harness.client(api)
+    return harness.client(api).with_options(base_url=url)
+
+
+SOURCES = ["argument", "env", "with_options"]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://api.amaimedia.com",
+        "http://10.0.0.1",
+        "http://example.com:8080",
+        "http://localhost.example.com",
+        "http://128.0.0.1",
+        "http://[::2]:9000",
+    ],
+)
+def test_plain_http_is_refused_off_loopback(
+    harness: Harness, api: FakeAPI, monkeypatch: pytest.MonkeyPatch, source: str, url: str
+) -> None:
+    with pytest.raises(ValueError, match="plain http"):
+        build_with_base_url(harness, api, monkeypatch, source, url)
+    assert api.requests == []
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://localhost:8787",
+        "http://LOCALHOST",
+        "http://127.0.0.1",
+        "http://127.5.6.7:1",
+        "http://[::1]:9000",
+        "https://api.amaimedia.com",
+        "https://10.0.0.1",
+        "https://example.com:8443/prefix",
+    ],
+)
+def test_https_and_loopback_http_are_allowed(
+    harness: Harness, api: FakeAPI, monkeypatch: pytest.MonkeyPatch, source: str, url: str
+) -> None:
+    client = build_with_base_url(harness, api, monkeypatch, source, url)
+    harness.run(client.check("chat"))
+    assert client.base_url == httpx.URL(url)
+    assert api.requests[0].url.host == httpx.URL(url).host
+    assert api.requests[0].url.scheme == httpx.URL(url).scheme
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+@pytest.mark.parametrize("follow", [False, True], ids=["default", "caller-follows"])
+def test_redirect_is_never_followed(
+    harness: Harness, api: FakeAPI, status: int, follow: bool
+) -> None:
+    api.queue(
+        "check",
+        httpx.Response(status, headers={"location": "http://evil.example/api/v1/tools/check"}),
+    )
+    # Even an httpx client configured by the caller to follow redirects must not.
+    client = harness.client(api, http_client=harness.http_client(api, follow_redirects=follow))
+    with pytest.raises(APIError) as info:
+        harness.run(client.check("chat"))
+    assert info.value.status_code == status
+    assert "evil.example" in str(info.value)
+    assert [r.url.host for r in api.requests] == ["api.amaimedia.com"]
+
+
+# --- browsers --------------------------------------------------------------------------
+
+
+def pretend_browser(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    if how == "emscripten":
+        monkeypatch.setattr(sys, "platform", "emscripten")
+    else:
+        monkeypatch.setitem(sys.modules, "pyodide", types.ModuleType("pyodide"))
+
+
+@pytest.mark.parametrize("how", ["emscripten", "pyodide"])
+def test_browser_is_refused(
+    harness: Harness, api: FakeAPI, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    http = harness.http_client(api)
+    pretend_browser(monkeypatch, how)
+    with pytest.raises(AmaiError, match="browser"):
+        harness.client(api, http_client=http)
+
+
+@pytest.mark.parametrize("how", ["emscripten", "pyodide"])
+def test_browser_allowed_when_asked(
+    harness: Harness, api: FakeAPI, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    http = harness.http_client(api)
+    pretend_browser(monkeypatch, how)
+    client = harness.client(api, http_client=http, dangerously_allow_browser=True)
+    monkeypatch.undo()
+    harness.run(client.check("chat"))
+    assert api.requests[0].headers["Authorization"] == f"Bearer {KEY}"
