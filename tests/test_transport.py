@@ -227,7 +227,11 @@ def test_callers_http_client_is_left_open(harness: Harness, loopback: LoopbackSe
     close(harness, client)
 
     assert http.is_closed is False
-    # Still usable by its owner.
+    # The SDK client is closed all the same: it sends nothing more.
+    assert client.is_closed is True
+    with pytest.raises(AmaiError, match="closed"):
+        harness.run(client.check("chat"))
+    # The pool is still usable by its owner.
     response = harness.run(http.post(f"{loopback.base_url}/api/v1/tools/check", json={}))
     assert response.status_code == 200
     assert len(loopback.requests) == 2
