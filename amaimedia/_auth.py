@@ -22,17 +22,19 @@ class ApiKey:
 
     __slots__ = ("_secret",)
 
-    def __init__(self, secret: object) -> None:
+    def __init__(self, secret: object, *, source: str = "api_key") -> None:
+        # `source` names where the key came from ("api_key", or "the api_key from
+        # AMAI_API_KEY"), so the error points at the right place without quoting the key.
         if not isinstance(secret, str):
-            raise TypeError(f"api_key must be a str, got {type(secret).__name__}")
+            raise TypeError(f"{source} must be a str, got {type(secret).__name__}")
         if not secret:
-            raise ValueError("api_key is empty")
+            raise ValueError(f"{source} is empty")
         if any(c.isspace() for c in secret):
             raise ValueError(
-                "api_key contains whitespace; copy the key again, without spaces or newlines"
+                f"{source} contains whitespace; copy the key again, without spaces or newlines"
             )
         if not secret.isascii() or not secret.isprintable():
-            raise ValueError("api_key contains characters that cannot appear in an API key")
+            raise ValueError(f"{source} contains characters that cannot appear in an API key")
         self._secret = secret
 
     def reveal(self) -> str:

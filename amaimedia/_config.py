@@ -83,14 +83,15 @@ class ClientConfig:
 
 def resolve_api_key(api_key: str | None) -> ApiKey:
     """The key given, else `AMAI_API_KEY`; an `AmaiError` that says how to set one if neither."""
-    if api_key is None:
-        api_key = os.environ.get(ENV_API_KEY) or None
-    if api_key is None:
+    if api_key is not None:
+        return ApiKey(api_key)
+    from_env = os.environ.get(ENV_API_KEY)
+    if not from_env:
         raise AmaiError(
             f"No API key: pass api_key=... to the client or set the {ENV_API_KEY} "
             "environment variable. Create a key at amaimedia.com/account under API keys."
         )
-    return ApiKey(api_key)
+    return ApiKey(from_env, source=f"the api_key from {ENV_API_KEY}")
 
 
 def resolve_base_url(base_url: str | httpx.URL | None) -> httpx.URL:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypedDict
 
 import tenacity
 
@@ -53,6 +53,14 @@ def retry_wait(exc: BaseException | None, attempt: int, *, jitter: float) -> flo
     return delay * (1 - 0.25 * jitter)
 
 
+class _TenacityOptions(TypedDict):
+    stop: tenacity.stop.stop_base
+    retry: Callable[[tenacity.RetryCallState], bool]
+    wait: Callable[[tenacity.RetryCallState], float]
+    before_sleep: Callable[[tenacity.RetryCallState], None]
+    reraise: bool
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How many times, and for how long, a client retries a request."""
@@ -69,7 +77,7 @@ class RetryPolicy:
         exc = state.outcome.exception() if state.outcome else None
         return retry_wait(exc, state.attempt_number, jitter=random.random())
 
-    def _before_sleep(self, what: str) -> Callable[[tenacity.RetryCallState], None]:
+    def _options(self, what: str) -> _TenacityOptions:
         def log(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             seconds = state.next_action.sleep if state.next_action else 0.0
@@ -82,29 +90,21 @@ class RetryPolicy:
                 exc,
             )
 
-        return log
+        return {
+            "stop": tenacity.stop_after_attempt(self.max_retries + 1),
+            "retry": self._retry,
+            "wait": self._wait,
+            "before_sleep": log,
+            # The caller sees the SDK's own exception, never tenacity's RetryError.
+            "reraise": True,
+        }
 
     def retrying(self, what: str, sleep: Callable[[float], None]) -> tenacity.Retrying:
         """A fresh tenacity loop for one sync request (`what` names it in log lines)."""
-        return tenacity.Retrying(
-            sleep=sleep,
-            stop=tenacity.stop_after_attempt(self.max_retries + 1),
-            retry=self._retry,
-            wait=self._wait,
-            before_sleep=self._before_sleep(what),
-            # The caller sees the SDK's own exception, never tenacity's RetryError.
-            reraise=True,
-        )
+        return tenacity.Retrying(sleep=sleep, **self._options(what))
 
     def async_retrying(
         self, what: str, sleep: Callable[[float], Awaitable[None]]
     ) -> tenacity.AsyncRetrying:
         """A fresh tenacity loop for one async request (`what` names it in log lines)."""
-        return tenacity.AsyncRetrying(
-            sleep=sleep,
-            stop=tenacity.stop_after_attempt(self.max_retries + 1),
-            retry=self._retry,
-            wait=self._wait,
-            before_sleep=self._before_sleep(what),
-            reraise=True,
-        )
+        return tenacity.AsyncRetrying(sleep=sleep, **self._options(what))

@@ -14,7 +14,14 @@ from typing import Any
 import httpx
 import pytest
 
-from amaimedia import AmaiError, APIConnectionError, APIError, AuthenticationError, RateLimitError
+from amaimedia import (
+    AmaiClient,
+    AmaiError,
+    APIConnectionError,
+    APIError,
+    AuthenticationError,
+    RateLimitError,
+)
 
 from .conftest import Harness
 from .fakes import KEY, Action, FakeAPI, LoopbackServer, error
@@ -315,3 +322,11 @@ def test_browser_allowed_when_asked(
     monkeypatch.undo()
     harness.run(client.check("chat"))
     assert api.requests[0].headers["Authorization"] == f"Bearer {KEY}"
+
+
+def test_a_bad_key_from_the_environment_is_blamed_on_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AMAI_API_KEY", SECRET + "\r")
+    with pytest.raises(ValueError, match="the api_key from AMAI_API_KEY contains whitespace"):
+        AmaiClient()

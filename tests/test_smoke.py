@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import httpx
+
 from amaimedia import Charge, Quote
 
 from .conftest import Harness
@@ -22,3 +24,13 @@ def test_over_loopback(harness: Harness, loopback: LoopbackServer) -> None:
     client = harness.client(http_client=None, base_url=loopback.base_url)
     assert harness.run(client.check("dub", units=2.5)).cost_tokens == QUOTE["cost_tokens"]
     assert loopback.requests[0][0] == "/api/v1/tools/check"
+
+
+def test_a_balance_too_low_is_an_answer_not_an_error(harness: Harness, api: FakeAPI) -> None:
+    """check() mirrors the server: a 200 with allowed=false is a Quote, not an exception."""
+    refused = {"ok": True, "allowed": False, "cost_tokens": 400, "balance_after": -320}
+    api.queue("check", httpx.Response(200, json=refused))
+    quote = harness.run(harness.client(api).check("dub", units=10))
+    assert quote == Quote(**refused)
+    assert quote.allowed is False
+    assert len(api.requests) == 1
