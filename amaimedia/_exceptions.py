@@ -19,6 +19,8 @@ they raise the builtin `ValueError` or `TypeError` before any request, as Python
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 __all__ = [
@@ -52,6 +54,19 @@ class AmaiError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from the message and attributes, so that errors cross process
+        # boundaries (multiprocessing, concurrent.futures). The httpx response stays
+        # behind: its request carries the Authorization header.
+        state = {**self.__dict__, "response": None} if "response" in self.__dict__ else None
+        return (_rebuild, (type(self), self.message), state)
+
+
+def _rebuild(cls: type[AmaiError], message: str) -> AmaiError:
+    error = cls.__new__(cls)
+    AmaiError.__init__(error, message)
+    return error
 
 
 class APIError(AmaiError):

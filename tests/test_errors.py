@@ -7,6 +7,7 @@ SDK would retry (429, 5xx) are tested with `max_retries=0` so that one answer is
 from __future__ import annotations
 
 import json
+import pickle
 from typing import Any
 
 import httpx
@@ -25,7 +26,7 @@ from amaimedia import (
 )
 
 from .conftest import Harness
-from .fakes import CHARGE, QUOTE, FakeAPI, error
+from .fakes import CHARGE, KEY, QUOTE, FakeAPI, error
 
 BASE_URL = "https://api.amaimedia.com"
 CHECK_URL = BASE_URL + "/api/v1/tools/check"
@@ -566,3 +567,36 @@ def test_many_invalid_fields_are_summarized(harness: Harness, api: FakeAPI) -> N
         harness.run(client.check("chat"))
     # four fields are wrong or missing: three are named, the rest counted
     assert "and 1 more" in str(info.value)
+
+
+def test_errors_survive_pickling_without_their_response(harness: Harness, api: FakeAPI) -> None:
+    """Errors cross process boundaries (concurrent.futures) with their fields intact,
+    but without the httpx response, whose request holds the Authorization header."""
+    api.queue(
+        "spend",
+        error(402, "insufficient_credits", cost_tokens=7, balance=3, headers={"cf-ray": "r-9"}),
+        error(429, "rate_limited", headers={"retry-after": "120"}),
+        httpx.ConnectError("refused"),
+    )
+    client = harness.client(api, max_retries=0)
+    raised = []
+    for _ in range(3):
+        with pytest.raises(AmaiError) as info:
+            harness.run(client.spend("chat", reference="job-1"))
+        raised.append(info.value)
+
+    for original in raised:
+        data = pickle.dumps(original)
+        assert KEY.encode() not in data
+        copy = pickle.loads(data)
+        assert type(copy) is type(original)
+        assert str(copy) == str(original)
+        assert copy.args == original.args
+        expected = {**vars(original)}
+        if "response" in expected:
+            expected["response"] = None
+        assert vars(copy) == expected
+
+    credits, limited, _ = (pickle.loads(pickle.dumps(e)) for e in raised)
+    assert (credits.cost_tokens, credits.balance, credits.request_id) == (7, 3, "r-9")
+    assert limited.retry_after == 120
