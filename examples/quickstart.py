@@ -65,7 +65,8 @@ def main() -> None:
         print(f"          reference {charge.reference}")
 
         again = client.spend("dub", units=3, reference=charge.reference)
-        print(f"4. replay  same reference -> {again.charged} once; balance {ledger.balance}")
+        print(f"4. replay same reference -> no new charge, balance still {ledger.balance}")
+        assert again == charge
 
         try:
             client.spend("dub", units=10)

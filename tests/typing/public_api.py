@@ -1,0 +1,61 @@
+"""Type-checked, never run: the public API reads as users will write it.
+
+`scripts/check` runs `mypy --strict` on this file, so a change that breaks users' type
+checking (a lost return type, an Any leaking out) fails CI like a failing test.
+"""
+
+from __future__ import annotations
+
+import httpx
+from typing_extensions import assert_type
+
+import amaimedia
+from amaimedia import (
+    NOT_GIVEN,
+    AmaiClient,
+    AmaiError,
+    AsyncAmaiClient,
+    Charge,
+    InsufficientCreditsError,
+    NotGiven,
+    Quote,
+    RateLimitError,
+    ToolName,
+)
+
+
+def sync_usage() -> None:
+    with AmaiClient(api_key="amai_live_x", timeout=httpx.Timeout(5.0)) as client:
+        assert_type(client, AmaiClient)
+        assert_type(client.check("chat"), Quote)
+        assert_type(client.check("a-tool-the-sdk-does-not-know", 2.5), Quote)
+        charge = client.spend("dub", units=3, reference="job-42")
+        assert_type(charge, Charge)
+        assert_type(charge.reference, str)
+        assert_type(charge.charged, int)
+        assert_type(client.with_options(timeout=None, max_retries=0), AmaiClient)
+        assert_type(client.base_url, httpx.URL)
+        try:
+            client.spend("dub")
+        except InsufficientCreditsError as exc:
+            assert_type(exc.cost_tokens, int | None)
+            assert_type(exc.balance, int | None)
+        except RateLimitError as exc:
+            assert_type(exc.retry_after, float | None)
+        except AmaiError as exc:
+            assert_type(exc.message, str)
+
+
+async def async_usage() -> None:
+    async with AsyncAmaiClient() as aclient:
+        assert_type(aclient, AsyncAmaiClient)
+        assert_type(await aclient.check("chat"), Quote)
+        assert_type(await aclient.spend("chat"), Charge)
+        assert_type(aclient.with_options(max_retry_after=10), AsyncAmaiClient)
+
+
+def names() -> None:
+    tool: ToolName = "voice_clone"
+    assert_type(NOT_GIVEN, NotGiven)
+    assert_type(amaimedia.__version__, str)
+    del tool
