@@ -96,26 +96,32 @@ def resolve_api_key(api_key: str | None) -> ApiKey:
 
 def resolve_base_url(base_url: str | httpx.URL | None) -> httpx.URL:
     """The URL given, else `AMAI_BASE_URL`, else production; plain http only on loopback."""
+    source = "base_url"
     if base_url is None:
-        base_url = os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+        from_env = os.environ.get(ENV_BASE_URL)
+        if from_env:
+            base_url, source = from_env, f"the base_url from {ENV_BASE_URL}"
+        else:
+            base_url = DEFAULT_BASE_URL
     if not isinstance(base_url, str | httpx.URL):
         raise TypeError(f"base_url must be a str or httpx.URL, got {type(base_url).__name__}")
     try:
         url = httpx.URL(base_url)
     except httpx.InvalidURL as exc:
-        raise ValueError(f"base_url is not a valid URL: {exc}") from None
+        raise ValueError(f"{source} is not a valid URL: {exc}") from None
+    # Checked first, and never quoted: the URL would carry a password into the message.
+    if url.userinfo:
+        raise ValueError(f"{source} must not contain credentials; pass the key as api_key")
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError(
-            f"base_url must be an absolute http(s) URL such as {DEFAULT_BASE_URL!r}, "
+            f"{source} must be an absolute http(s) URL such as {DEFAULT_BASE_URL!r}, "
             f"got {str(url)!r}"
         )
-    if url.userinfo:
-        raise ValueError("base_url must not contain credentials; pass the key as api_key")
     if url.query or url.fragment:
-        raise ValueError("base_url must not have a query string or fragment")
+        raise ValueError(f"{source} must not have a query string or fragment")
     if url.scheme == "http" and not is_loopback(url.host):
         raise ValueError(
-            f"base_url {str(url)!r} uses plain http, which would send the API key in clear; "
+            f"{source} {str(url)!r} uses plain http, which would send the API key in clear; "
             "use https (plain http is allowed only for localhost and 127.0.0.0/8 or [::1])"
         )
     return url

@@ -25,7 +25,7 @@ KEY = "amai_live_test_0123456789abcdefWXYZ"
 QUOTE = {"ok": True, "allowed": True, "cost_tokens": 5, "balance_after": 9995}
 CHARGE = {"ok": True, "charged": 5, "balance_after": 9990}
 
-Reply = httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]
+Reply = httpx.Response | BaseException | Callable[[httpx.Request], httpx.Response]
 
 
 @dataclass
@@ -58,7 +58,7 @@ class FakeAPI:
         queued = self._queues.get(endpoint)
         if queued:
             reply = queued.popleft()
-            if isinstance(reply, Exception):
+            if isinstance(reply, BaseException):
                 raise reply
             if isinstance(reply, httpx.Response):
                 return reply

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import pickle
@@ -330,3 +331,33 @@ def test_a_bad_key_from_the_environment_is_blamed_on_the_variable(
     monkeypatch.setenv("AMAI_API_KEY", SECRET + "\r")
     with pytest.raises(ValueError, match="the api_key from AMAI_API_KEY contains whitespace"):
         AmaiClient()
+
+
+def test_credentials_in_a_base_url_are_refused_without_quoting_them() -> None:
+    with pytest.raises(ValueError, match="must not contain credentials") as info:
+        AmaiClient(api_key=SECRET, base_url="ftp://user:hunter2@example.com")
+    assert "hunter2" not in str(info.value)
+
+
+def test_a_bad_base_url_from_the_environment_is_blamed_on_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AMAI_BASE_URL", "http://api.amaimedia.com")
+    with pytest.raises(ValueError, match=r"the base_url from AMAI_BASE_URL .* plain http"):
+        AmaiClient(api_key=SECRET)
+
+
+@pytest.mark.parametrize(
+    "interrupt", [KeyboardInterrupt(), SystemExit(3), asyncio.CancelledError()], ids=repr
+)
+def test_an_interrupt_in_the_transport_propagates_unchanged(
+    harness: Harness, api: FakeAPI, interrupt: BaseException
+) -> None:
+    """Not an SDK failure: never retried, never wrapped, the very same object."""
+    api.queue("spend", interrupt)
+    client = harness.client(api)
+    with pytest.raises(type(interrupt)) as info:
+        harness.run(client.spend("chat"))
+    assert info.value is interrupt
+    assert len(api.requests) == 1
+    assert harness.sleeps == []
