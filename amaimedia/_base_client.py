@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
 import httpx
@@ -196,9 +197,13 @@ class BaseClient(Generic[_HttpT]):
         return parse_response(response, Quote)
 
     @staticmethod
-    def _parse_charge(response: httpx.Response, reference: str) -> Charge:
-        _log_response(response)
-        return parse_response(response, Charge, {"reference": reference})
+    def _charge_parser(reference: str) -> Callable[[httpx.Response], Charge]:
+        # The server does not echo the reference; the parser puts the one sent in Charge.
+        def parse(response: httpx.Response) -> Charge:
+            _log_response(response)
+            return parse_response(response, Charge, {"reference": reference})
+
+        return parse
 
     def __repr__(self) -> str:
         config = self._config

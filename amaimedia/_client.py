@@ -14,6 +14,7 @@ import httpx
 from ._base_client import BaseClient
 from ._config import ClientConfig
 from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_AFTER, DEFAULT_TIMEOUT
+from ._exceptions import AmaiError
 from ._models import Charge, Quote
 from ._response import connection_error
 from ._types import TimeoutTypes, ToolName, Units
@@ -131,9 +132,17 @@ class AmaiClient(BaseClient[httpx.Client]):
             InsufficientCreditsError: The balance does not cover the cost.
             APIError: The server answered with another error.
             APIConnectionError: No usable answer, after the retries.
+
+            Every `AmaiError` raised here carries the `reference` that was sent.
         """
         request, reference = self._spend_request(tool, units, reference)
-        return self._send(request, lambda response: self._parse_charge(response, reference))
+        try:
+            return self._send(request, self._charge_parser(reference))
+        except AmaiError as exc:
+            # Whatever went wrong, the caller can replay with this reference: without it,
+            # a spend with a generated reference and an unclear outcome would be lost.
+            exc.reference = reference
+            raise
 
     def _send(self, request: httpx.Request, parse: Callable[[httpx.Response], _T]) -> _T:
         what = f"{request.method} {request.url.path}"

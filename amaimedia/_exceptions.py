@@ -44,22 +44,35 @@ class AmaiError(Exception):
 
     Attributes:
         message: A human-readable description of what went wrong.
+        reference: For an error from `spend()`: the reference that was sent. The
+            outcome of a failed spend may be unclear (the connection broke after the
+            server charged); replaying it with this reference charges exactly once.
+            `None` for other errors.
     """
 
     message: str
+    reference: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
     def __str__(self) -> str:
-        return self.message
+        return self.message + self._context()
+
+    def _context(self) -> str:
+        """` (request_id=…, reference=…)`: what a log line needs to trace the call."""
+        pairs = (("request_id", getattr(self, "request_id", None)), ("reference", self.reference))
+        shown = [f"{name}={value}" for name, value in pairs if value]
+        return f" ({', '.join(shown)})" if shown else ""
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Rebuilt from the message and attributes, so that errors cross process
         # boundaries (multiprocessing, concurrent.futures). The httpx response stays
         # behind: its request carries the Authorization header.
-        state = {**self.__dict__, "response": None} if "response" in self.__dict__ else None
+        state = dict(self.__dict__)
+        if "response" in state:
+            state["response"] = None
         return (_rebuild, (type(self), self.message), state)
 
 
@@ -114,10 +127,7 @@ class APIError(AmaiError):
 
     def __str__(self) -> str:
         label = self.error or _reason_phrase(self.status_code)
-        text = f"{self.status_code} {label}: {self.message}"
-        if self.request_id:
-            text += f" (request_id={self.request_id})"
-        return text
+        return f"{self.status_code} {label}: {self.message}{self._context()}"
 
     def __repr__(self) -> str:
         return (
@@ -234,10 +244,7 @@ class APIResponseValidationError(AmaiError):
         self.response = response
 
     def __str__(self) -> str:
-        text = f"{self.status_code}: {self.message}"
-        if self.request_id:
-            text += f" (request_id={self.request_id})"
-        return text
+        return f"{self.status_code}: {self.message}{self._context()}"
 
 
 def _reason_phrase(status_code: int) -> str:

@@ -600,3 +600,49 @@ def test_errors_survive_pickling_without_their_response(harness: Harness, api: F
     credits, limited, _ = (pickle.loads(pickle.dumps(e)) for e in raised)
     assert (credits.cost_tokens, credits.balance, credits.request_id) == (7, 3, "r-9")
     assert limited.retry_after == 120
+
+
+# --- the reference travels with every spend error --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        httpx.ConnectError("refused"),
+        httpx.ReadTimeout("slow"),
+        httpx.Response(200, json={"ok": True}),  # malformed: did it charge? replay to know
+        httpx.Response(503, text="<html>busy</html>"),
+        error(402, "insufficient_credits", cost_tokens=5, balance=2),
+        error(401, "auth_required"),
+    ],
+    ids=["connect", "timeout", "malformed-2xx", "html-503", "402", "401"],
+)
+def test_a_failed_spend_names_its_reference_for_replay(
+    harness: Harness, api: FakeAPI, failure: Any
+) -> None:
+    """A spend with a generated reference and an unclear outcome must stay replayable."""
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        if isinstance(failure, Exception):
+            raise failure
+        return httpx.Response(failure.status_code, content=failure.content)
+
+    api.queue("spend", reply)
+    client = harness.client(api, max_retries=0)
+    with pytest.raises(AmaiError) as info:
+        harness.run(client.spend("dub", units=2))
+    (sent,) = api.bodies("spend")
+    assert info.value.reference == sent["reference"]
+    assert f"reference={sent['reference']}" in str(info.value)
+
+    charge = harness.run(client.spend("dub", units=2, reference=info.value.reference))
+    assert api.bodies("spend")[1] == sent
+    assert charge.reference == sent["reference"]
+
+
+def test_check_errors_carry_no_reference(harness: Harness, api: FakeAPI) -> None:
+    api.queue("check", error(402, "insufficient_credits"))
+    with pytest.raises(InsufficientCreditsError) as info:
+        harness.run(harness.client(api).check("chat"))
+    assert info.value.reference is None
+    assert "reference=" not in str(info.value)
