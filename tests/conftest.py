@@ -15,12 +15,17 @@ from .fakes import KEY, FakeAPI, LoopbackServer
 
 Client = AmaiClient | AsyncAmaiClient
 
+_PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
+
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never depend on the machine's AMAI_* variables."""
+    """Tests never depend on the machine's AMAI_* or proxy variables.
+
+    httpx honours HTTP(S)_PROXY, which would route the loopback tests through a proxy.
+    """
     for name in list(os.environ):
-        if name.startswith("AMAI_"):
+        if name.startswith("AMAI_") or name.lower() in _PROXY_VARIABLES:
             monkeypatch.delenv(name)
 
 
