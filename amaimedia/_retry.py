@@ -69,17 +69,16 @@ class RetryPolicy:
     max_retry_after: float
 
     def _retry(self, state: tenacity.RetryCallState) -> bool:
-        exc = state.outcome.exception() if state.outcome else None
+        exc = _failure(state)
         return exc is not None and should_retry(exc, max_retry_after=self.max_retry_after)
 
     @staticmethod
     def _wait(state: tenacity.RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        return retry_wait(exc, state.attempt_number, jitter=random.random())
+        return retry_wait(_failure(state), state.attempt_number, jitter=random.random())
 
     def _options(self, what: str) -> _TenacityOptions:
         def log(state: tenacity.RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
+            exc = _failure(state)
             seconds = state.next_action.sleep if state.next_action else 0.0
             logger.info(
                 "Retrying %s in %.2f s (attempt %d of %d) after: %s",
@@ -108,3 +107,8 @@ class RetryPolicy:
     ) -> tenacity.AsyncRetrying:
         """A fresh tenacity loop for one async request (`what` names it in log lines)."""
         return tenacity.AsyncRetrying(sleep=sleep, **self._options(what))
+
+
+def _failure(state: tenacity.RetryCallState) -> BaseException | None:
+    """What the attempt raised, or `None` if it returned."""
+    return state.outcome.exception() if state.outcome else None
