@@ -12,6 +12,7 @@ with AmaiClient() as client:  # the key comes from AMAI_API_KEY
 """
 
 from ._async_client import AsyncAmaiClient
+from ._async_metered import AsyncMeteredBlock
 from ._client import AmaiClient
 from ._exceptions import (
     AmaiError,
@@ -24,7 +25,11 @@ from ._exceptions import (
     InsufficientCreditsError,
     RateLimitError,
     ServerError,
+    SpendFailedError,
+    SpendJournalError,
 )
+from ._meter import Meter, MeterState, PendingSpend
+from ._metered import MeteredBlock
 from ._models import Charge, CheckRequest, ErrorBody, Quote, SpendRequest
 from ._types import NOT_GIVEN, ErrorCode, NotGiven, TimeoutTypes, ToolName, Units
 from ._version import __version__
@@ -37,6 +42,7 @@ __all__ = [
     "AmaiClient",
     "AmaiError",
     "AsyncAmaiClient",
+    "AsyncMeteredBlock",
     "AuthenticationError",
     "Charge",
     "CheckRequest",
@@ -44,11 +50,17 @@ __all__ = [
     "ErrorCode",
     "ForbiddenError",
     "InsufficientCreditsError",
+    "Meter",
+    "MeterState",
+    "MeteredBlock",
     "NOT_GIVEN",
     "NotGiven",
+    "PendingSpend",
     "Quote",
     "RateLimitError",
     "ServerError",
+    "SpendFailedError",
+    "SpendJournalError",
     "SpendRequest",
     "TimeoutTypes",
     "ToolName",

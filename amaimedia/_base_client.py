@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from collections.abc import Callable
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import httpx
 
@@ -25,11 +26,15 @@ from ._config import (
 )
 from ._exceptions import AmaiError
 from ._logging import configure_from_env, logger
+from ._metering import ReferenceArgument, check_reference_argument, journal_scope
 from ._models import Charge, CheckRequest, Quote, SpendRequest
 from ._references import new_reference
 from ._response import parse_response, request_id_of
 from ._retry import RetryPolicy
 from ._types import NOT_GIVEN, NotGiven, TimeoutTypes, Units
+
+if TYPE_CHECKING:
+    from ._journal import SpendJournal
 
 __all__ = ["BaseClient"]
 
@@ -47,6 +52,8 @@ class BaseClient(Generic[_HttpT]):
     _http: _HttpT
     _owns_http: bool
     _closed: bool
+    _journal: SpendJournal | None
+    _journal_scope: str
 
     def __init__(
         self,
@@ -57,6 +64,7 @@ class BaseClient(Generic[_HttpT]):
         max_retries: int,
         max_retry_after: float,
         http_client: _HttpT | None,
+        spend_journal: str | os.PathLike[str] | None,
         dangerously_allow_browser: bool,
     ) -> None:
         check_runtime(dangerously_allow_browser)
@@ -79,6 +87,8 @@ class BaseClient(Generic[_HttpT]):
             raise TypeError(
                 f"http_client must be an httpx.{expected}, got {type(http_client).__name__}"
             )
+        # Opened now, so that a journal that cannot be used fails before any work.
+        self._journal = None if spend_journal is None else _open_journal(spend_journal)
         self._setup(config, http_client, owns_http=owns_http)
 
     def _setup(self, config: ClientConfig, http: _HttpT, *, owns_http: bool) -> None:
@@ -87,6 +97,7 @@ class BaseClient(Generic[_HttpT]):
         self._http = http
         self._owns_http = owns_http
         self._closed = False
+        self._journal_scope = journal_scope(config.api_key.reveal(), str(config.base_url))
 
     def _new_http_client(self, config: ClientConfig) -> _HttpT:
         raise NotImplementedError
@@ -110,6 +121,11 @@ class BaseClient(Generic[_HttpT]):
     def max_retry_after(self) -> float:
         """The longest `Retry-After` the client waits for; a longer one is raised at once."""
         return self._config.max_retry_after
+
+    @property
+    def spend_journal(self) -> str | None:
+        """The path of the spend journal, or `None` when the client keeps none."""
+        return None if self._journal is None else str(self._journal.path)
 
     @property
     def is_closed(self) -> bool:
@@ -161,6 +177,22 @@ class BaseClient(Generic[_HttpT]):
         clone = copy.copy(self)
         clone._setup(config, self._http, owns_http=False)
         return clone
+
+    def _metered_arguments(self, tool: str, units: Units, reference: ReferenceArgument) -> None:
+        # Checked when metered() is called, so a bad argument fails before any request,
+        # and a decorator with one fails at import time rather than at the first call.
+        CheckRequest.from_arguments(tool=tool, units=units)
+        check_reference_argument(reference)
+        if isinstance(reference, str):
+            SpendRequest.from_arguments(tool=tool, units=units, reference=reference)
+
+    def _require_journal(self) -> SpendJournal:
+        if self._journal is None:
+            raise AmaiError(
+                f"this {type(self).__name__} keeps no spend journal; "
+                "create it with spend_journal='path/to/spends.sqlite3'"
+            )
+        return self._journal
 
     def _check_request(self, tool: str, units: Units) -> httpx.Request:
         body = CheckRequest.from_arguments(tool=tool, units=units)
@@ -215,6 +247,13 @@ class BaseClient(Generic[_HttpT]):
             f"api_key={config.api_key.hint!r}, timeout={shown!r}, "
             f"max_retries={config.max_retries})"
         )
+
+
+def _open_journal(path: str | os.PathLike[str]) -> SpendJournal:
+    # Imported here: sqlite3 loads only for clients that keep a journal.
+    from ._journal import SpendJournal
+
+    return SpendJournal(path)
 
 
 def _log_response(response: httpx.Response) -> None:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -11,11 +12,15 @@ from typing import TypeVar
 
 import httpx
 
+from ._metered import MeteredBlock, replay_journal
 from ._base_client import BaseClient
 from ._config import ClientConfig
 from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_AFTER, DEFAULT_TIMEOUT
 from ._exceptions import AmaiError
+from ._meter import PendingSpend
+from ._metering import ReferenceArgument
 from ._models import Charge, Quote
+from ._offload import run_inline
 from ._response import connection_error
 from ._types import TimeoutTypes, ToolName, Units
 
@@ -48,11 +53,15 @@ class AmaiClient(BaseClient[httpx.Client]):
             for; a longer one raises at once.
         http_client: An `httpx.Client` of your own (proxies, custom transports,
             mocks). You keep ownership: the SDK does not close it.
+        spend_journal: A file in which metered blocks commit each spend before sending
+            it, so that no charge is lost to a crash or an outage; see
+            `replay_pending()`. Missing directories are created. Off by default.
         dangerously_allow_browser: Allow running in a browser runtime (Pyodide), where
             the key would be visible to the page's visitors.
 
     Raises:
         AmaiError: No API key was given or found in the environment.
+        SpendJournalError: The spend journal is corrupt or cannot be written.
         ValueError: A setting has an impossible value (such as an `http://` URL off the
             loopback); the message names it.
         TypeError: A setting has the wrong type.
@@ -71,6 +80,7 @@ class AmaiClient(BaseClient[httpx.Client]):
         max_retries: int = DEFAULT_MAX_RETRIES,
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
         http_client: httpx.Client | None = None,
+        spend_journal: str | os.PathLike[str] | None = None,
         dangerously_allow_browser: bool = False,
     ) -> None:
         super().__init__(
@@ -80,6 +90,7 @@ class AmaiClient(BaseClient[httpx.Client]):
             max_retries=max_retries,
             max_retry_after=max_retry_after,
             http_client=http_client,
+            spend_journal=spend_journal,
             dangerously_allow_browser=dangerously_allow_browser,
         )
 
@@ -143,6 +154,78 @@ class AmaiClient(BaseClient[httpx.Client]):
             # a spend with a generated reference and an unclear outcome would be lost.
             exc.reference = reference
             raise
+
+    def metered(
+        self, tool: ToolName | str, units: Units = 1, *, reference: ReferenceArgument = None
+    ) -> MeteredBlock:
+        """Quote, run your work, then spend: exactly once, and never when the work failed.
+
+        ```python
+        with client.metered("dub", units=3) as meter:
+            video = dub(source)   # not entered without funds
+        print(meter.charge)
+
+        @client.metered("chat")        # each call is its own metered block
+        def answer(prompt: str) -> str: ...
+        ```
+
+        On entry the block checks, and raises `InsufficientCreditsError` without running
+        when the balance does not cover the work. If the block raises, nothing is
+        charged and the exception propagates unchanged; `meter.cancel()` also skips the
+        charge. Otherwise it spends `meter.units` with the block's reference.
+
+        Args:
+            tool: The tool doing the work, such as `"dub"`.
+            units: The expected amount of work; set `meter.units` inside the block to
+                bill what was actually used.
+            reference: The spend's idempotency key, such as a job id; generated when left
+                out. For the decorator, a callable that derives it from each call's
+                arguments, so that a restarted worker cannot charge a job twice.
+
+        Returns:
+            An context manager that gives a `Meter`, which is also a decorator for
+            plain functions.
+
+        Raises:
+            ValueError: An argument is impossible; nothing was sent.
+            TypeError: An argument has the wrong type; nothing was sent.
+
+            On entry, the errors of `check()`; on exit, `SpendFailedError` when the spend
+            finally failed (its `__cause__` tells why, and it says how to replay).
+        """
+        self._metered_arguments(tool, units, reference)
+        return MeteredBlock(self, tool, units, reference)
+
+    def pending_spends(self) -> list[PendingSpend]:
+        """The spends of this key in the spend journal that the server has not confirmed.
+
+        That is: spends being sent right now, spends that failed (`SpendFailedError`),
+        and spends left by a process that died between the work and the spend.
+
+        Raises:
+            AmaiError: The client keeps no spend journal.
+            SpendJournalError: The journal cannot be read.
+        """
+        journal = self._require_journal()
+        entries = run_inline(journal.pending, self._journal_scope)
+        return [entry.spend for entry in entries]
+
+    def replay_pending(self) -> list[Charge]:
+        """Send every pending spend of this key in the journal again, oldest first.
+
+        Safe to call at any time and from several processes at once: each spend keeps
+        its reference, so the server charges it at most once, and an entry that another
+        process is sending is skipped. A spend that fails again stays pending with its
+        error (see `pending_spends()`) and is logged as a warning; the others go on.
+
+        Returns:
+            The charges of the spends that went through.
+
+        Raises:
+            AmaiError: The client keeps no spend journal.
+            SpendJournalError: The journal cannot be read.
+        """
+        return replay_journal(self)
 
     def _send(self, request: httpx.Request, parse: Callable[[httpx.Response], _T]) -> _T:
         what = f"{request.method} {request.url.path}"

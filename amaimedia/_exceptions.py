@@ -10,7 +10,9 @@ AmaiError                          base of everything the SDK raises
 │   └── ServerError                5xx
 ├── APIConnectionError             no usable answer: DNS, refused, reset
 │   └── APITimeoutError            no answer in time
-└── APIResponseValidationError     a 2xx whose body is not the documented shape
+├── APIResponseValidationError     a 2xx whose body is not the documented shape
+├── SpendFailedError               a metered block's work succeeded, its spend did not
+└── SpendJournalError              the spend journal cannot be opened or written
 ```
 
 Arguments that can never be valid (`units=0`, an empty tool name) are not sent at all:
@@ -34,6 +36,8 @@ __all__ = [
     "InsufficientCreditsError",
     "RateLimitError",
     "ServerError",
+    "SpendFailedError",
+    "SpendJournalError",
 ]
 
 
@@ -245,6 +249,62 @@ class APIResponseValidationError(AmaiError):
 
     def __str__(self) -> str:
         return f"{self.status_code}: {self.message}{self._context()}"
+
+
+class SpendFailedError(AmaiError):
+    """The work in a metered block succeeded, but its spend did not go through.
+
+    The work is done and may not be paid for yet: replay the spend, which charges
+    exactly once however many times it is sent.
+
+    ```python
+    except SpendFailedError as e:
+        client.spend(e.tool, e.units, reference=e.reference)
+    ```
+
+    `__cause__` is the error that ended the spend: an `InsufficientCreditsError` when
+    the balance fell since the quote, an `APIConnectionError` when the retries ran
+    out, and so on.
+
+    Attributes:
+        tool: The tool that did the work.
+        units: The units that were to be charged.
+        reference: The idempotency key of the spend; replaying with it is always safe.
+        journaled: Whether the spend stays pending in the client's spend journal, where
+            `replay_pending()` will send it again.
+    """
+
+    tool: str
+    units: int | float
+    reference: str
+    journaled: bool
+
+    def __init__(
+        self, *, tool: str, units: int | float, reference: str, cause: AmaiError, journaled: bool
+    ) -> None:
+        replay = f"client.spend({tool!r}, {units!r}, reference={reference!r})"
+        where = " It stays pending in the spend journal." if journaled else ""
+        super().__init__(
+            f"the work in metered({tool!r}, units={units!r}) succeeded but its spend "
+            f"failed: {cause}.{where} Replay it with {replay}, which charges exactly once"
+        )
+        self.tool = tool
+        self.units = units
+        self.reference = reference
+        self.journaled = journaled
+
+    def __str__(self) -> str:
+        # The message already names the reference, and the cause its request id.
+        return self.message
+
+
+class SpendJournalError(AmaiError):
+    """The spend journal cannot be opened, read or written.
+
+    Raised when a client is built with a `spend_journal` that is corrupt, not a spend
+    journal, or in a place the process cannot write: the journal is never silently
+    turned off.
+    """
 
 
 def _reason_phrase(status_code: int) -> str:

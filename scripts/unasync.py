@@ -14,7 +14,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PAIRS = [(ROOT / "amaimedia" / "_async_client.py", ROOT / "amaimedia" / "_client.py")]
+PAIRS = [
+    (ROOT / "amaimedia" / "_async_client.py", ROOT / "amaimedia" / "_client.py"),
+    (ROOT / "amaimedia" / "_async_metered.py", ROOT / "amaimedia" / "_metered.py"),
+]
 
 # Longest first, so that a rule never eats part of a longer one.
 RULES = [
@@ -24,7 +27,25 @@ RULES = [
         "The asyncio client; `_client.py`, the sync one, is generated from this file.",
         "The synchronous client, generated from `_async_client.py`.",
     ),
+    (
+        "Metered blocks in asyncio code; `_metered.py` is generated from this file.",
+        "Metered blocks in blocking code, generated from `_async_metered.py`.",
+    ),
+    ("import asyncio\nimport os\n", "import os\nimport time\n"),
+    ("Callable[_P, Awaitable[_R]]", "Callable[_P, _R]"),
+    (
+        "from ._async_metered import AsyncMeteredBlock, areplay_journal",
+        "from ._metered import MeteredBlock, replay_journal",
+    ),
     ("in asyncio code", "in ordinary, blocking code"),
+    ("is_async=True", "is_async=False"),
+    ("coroutine functions", "plain functions"),
+    ("async context manager", "context manager"),
+    ("AsyncMeteredBlock", "MeteredBlock"),
+    ("areplay_journal", "replay_journal"),
+    ("from ._async_client import AsyncAmaiClient", "from ._client import AmaiClient"),
+    ("on a coroutine function", "on a plain function"),
+    ("run_in_thread", "run_inline"),
     ("between tasks", "between threads"),
     ("httpx.AsyncClient", "httpx.Client"),
     ("AsyncAmaiClient", "AmaiClient"),
@@ -41,7 +62,7 @@ RULES = [
     ("aclient", "client"),
 ]
 HEADER = (
-    "# Generated from _async_client.py by scripts/unasync.py: edit that file, then run the\n"
+    "# Generated from {source} by scripts/unasync.py: edit that file, then run the\n"
     "# script. scripts/test fails while this file is out of date.\n"
 )
 
@@ -56,16 +77,16 @@ _PATTERN = re.compile("|".join(_word(old) for old, _ in RULES))
 _NEW = dict(RULES)
 
 
-def unasync(source: str) -> str:
+def unasync(source: str, name: str) -> str:
     """The sync twin of an async module's source."""
-    return HEADER + _PATTERN.sub(lambda match: _NEW[match.group(0)], source)
+    return HEADER.format(source=name) + _PATTERN.sub(lambda match: _NEW[match.group(0)], source)
 
 
 def main(argv: list[str]) -> int:
     check = "--check" in argv
     stale = []
     for source, target in PAIRS:
-        wanted = unasync(source.read_text())
+        wanted = unasync(source.read_text(), source.name)
         if target.exists() and target.read_text() == wanted:
             continue
         if check:

@@ -469,9 +469,11 @@ def test_sync_client_is_generated_from_the_async_one() -> None:
     assert spec.loader is not None
     unasync = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(unasync)
-    source = (ROOT / "amaimedia" / "_async_client.py").read_text()
-    generated = (ROOT / "amaimedia" / "_client.py").read_text()
-    assert unasync.unasync(source) == generated, "run: python scripts/unasync.py"
+    for source, target in unasync.PAIRS:
+        generated = target.read_text()
+        wanted = unasync.unasync(source.read_text(), source.name)
+        assert wanted == generated, "run: python scripts/unasync.py"
+    assert len(unasync.PAIRS) == 2
     # The installed module is the file in this repo, not a stale copy elsewhere.
     assert Path(inspect.getfile(amaimedia._client)).resolve() == ROOT / "amaimedia" / "_client.py"
 

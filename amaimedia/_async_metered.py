@@ -1,0 +1,164 @@
+"""Metered blocks in asyncio code; `_metered.py` is generated from this file.
+
+A metered block quotes, lets the caller's work run, then spends: exactly once, and never
+when the work failed. Everything that does no I/O lives in `_metering.py`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+
+from ._exceptions import AmaiError
+from ._meter import Meter
+from ._metering import (
+    ReferenceArgument,
+    entry_spend_failed,
+    fixed_reference,
+    insufficient_quote,
+    journal_add,
+    journal_done,
+    journal_failed,
+    journal_release,
+    log_charge,
+    require_function,
+    spend_failed,
+)
+from ._models import Charge
+from ._offload import run_in_thread
+from ._types import Units
+
+if TYPE_CHECKING:
+    from ._async_client import AsyncAmaiClient
+
+__all__ = ["AsyncMeteredBlock", "areplay_journal"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class AsyncMeteredBlock:
+    """What `AsyncAmaiClient.metered()` returns: a context manager, and a decorator.
+
+    As `async with aclient.metered(...) as meter:` it quotes on entry, runs the block,
+    and spends on a clean exit. As `@aclient.metered(...)` on a coroutine function, each
+    call is its own metered block.
+    """
+
+    def __init__(
+        self,
+        client: AsyncAmaiClient,
+        tool: str,
+        units: Units,
+        reference: ReferenceArgument,
+    ) -> None:
+        self._client = client
+        self._tool = tool
+        self._units = units
+        self._reference = reference
+        self._meter: Meter | None = None
+
+    def __repr__(self) -> str:
+        return f"AsyncMeteredBlock(tool={self._tool!r}, units={self._units!r})"
+
+    async def __aenter__(self) -> Meter:
+        if self._meter is not None and self._meter.state == "running":
+            raise RuntimeError(
+                "this metered block is already running; call metered() once per block"
+            )
+        reference = fixed_reference(self._tool, self._units, self._reference)
+        quote = await self._client.check(self._tool, self._units)
+        if not quote.allowed:
+            raise insufficient_quote(self._tool, self._units, quote)
+        self._meter = Meter(self._tool, self._units, reference, quote)
+        return self._meter
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        meter = self._meter
+        if meter is None:  # pragma: no cover - __aexit__ only runs after __aenter__
+            return
+        if exc is not None:
+            # The work failed: nothing is charged, and the exception goes on unchanged.
+            meter.state = "failed"
+            return
+        if meter.state == "cancelled":
+            return
+        await _charge(self._client, meter)
+
+    def __call__(self, function: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
+        """Meter every call of `function`, each as its own block with its own reference.
+
+        Raises:
+            TypeError: `function` is not a coroutine function, or a fixed reference was
+                given (every call after the first would be a free replay).
+        """
+        require_function(function, is_async=True, client="AsyncAmaiClient")
+        derive = self._reference
+        client, tool, units = self._client, self._tool, self._units
+
+        @functools.wraps(function)
+        async def metered_call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            reference = derive(*args, **kwargs) if callable(derive) else None
+            async with AsyncMeteredBlock(client, tool, units, reference):
+                return await function(*args, **kwargs)
+
+        # functools.wraps does not carry the signature's async-ness for every tool.
+        metered_call.__signature__ = inspect.signature(function)  # type: ignore[attr-defined]
+        return metered_call
+
+
+async def _charge(client: AsyncAmaiClient, meter: Meter) -> None:
+    meter.state = "charging"
+    journal = client._journal
+    entry = None
+    if journal is not None:
+        entry = await run_in_thread(journal_add, journal, client._journal_scope, meter)
+    try:
+        charge = await client.spend(meter.tool, meter.units, reference=meter.reference)
+    except AmaiError as exc:
+        meter.state = "spend_failed"
+        if entry is not None and journal is not None:
+            await run_in_thread(journal_failed, journal, entry, exc)
+        raise spend_failed(meter, exc, journaled=entry is not None) from exc
+    except BaseException:
+        # Interrupted mid-spend: the outcome is unknown. The entry stays pending, and its
+        # claim is dropped so that replay_pending() can settle it.
+        meter.state = "spend_failed"
+        if entry is not None and journal is not None:
+            journal_release(journal, entry)
+        raise
+    meter.charge = charge
+    meter.state = "charged"
+    if entry is not None and journal is not None:
+        await run_in_thread(journal_done, journal, entry, charge)
+    log_charge(meter, charge)
+
+
+async def areplay_journal(client: AsyncAmaiClient) -> list[Charge]:
+    """Send every pending spend of the client's journal; see `replay_pending()`."""
+    journal = client._require_journal()
+    charges = []
+    for entry in await run_in_thread(journal.pending, client._journal_scope):
+        if not await run_in_thread(journal.claim_pending, entry.id):
+            continue
+        spend = entry.spend
+        try:
+            charge = await client.spend(spend.tool, spend.units, reference=spend.reference)
+        except AmaiError as exc:
+            await run_in_thread(journal_failed, journal, entry.id, exc)
+            entry_spend_failed(spend, exc)
+            continue
+        except BaseException:
+            journal_release(journal, entry.id)
+            raise
+        await run_in_thread(journal_done, journal, entry.id, charge)
+        charges.append(charge)
+    return charges

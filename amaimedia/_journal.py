@@ -1,0 +1,286 @@
+"""The opt-in spend journal: spends committed to disk before they are sent.
+
+The dangerous window of a metered block lies between "the work finished" and "the
+server recorded the spend": a crash, an outage or a deploy there would lose the charge.
+With a journal, each spend is committed to an SQLite file before it is sent and marked
+done once the server confirmed it; whatever is still pending can be sent again later,
+from this process or another, with `replay_pending()`.
+
+Several processes may share one journal. SQLite's WAL mode and busy timeout serialize
+the writes. While a process sends a spend it holds a claim on the entry: an exclusive
+lock on one byte of a side file (`<journal>-claims`), at the entry's id. Another process
+skips a claimed entry. The operating system drops the locks of a process that dies, so
+what a killed process left behind can be replayed at once, with no lease to expire.
+
+Entries are scoped to the account and the API they were made for (a hash of the key and
+the base URL), so a journal shared by clients with different keys never replays one
+account's spend on another's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from ._exceptions import APIError, SpendJournalError
+from ._meter import PendingSpend
+from ._types import Units
+
+__all__ = ["SpendJournal"]
+
+_SCHEMA_VERSION = 1
+_BUSY_TIMEOUT_MS = 10_000
+# Done entries are kept for a while as an audit trail, then pruned when a journal opens.
+_KEEP_DONE = timedelta(days=7)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spends (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    scope TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    units TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    error_code TEXT,
+    state TEXT NOT NULL DEFAULT 'pending',
+    charged INTEGER,
+    done_at TEXT,
+    UNIQUE (scope, tool, reference)
+)
+"""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    id: int
+    spend: PendingSpend
+
+
+class SpendJournal:
+    """An SQLite file of spends, shared by every client (and process) that opens it.
+
+    Args:
+        path: The file; `~` is expanded and missing parent directories are created.
+
+    Raises:
+        SpendJournalError: The file is corrupt, not a spend journal, or not writable.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(f"spend_journal must be a path, got {type(path).__name__}")
+        self.path = Path(path).expanduser().resolve()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                _prepare(db)
+            self._claims = _claims_for(self.path)
+        except (OSError, sqlite3.Error, SpendJournalError) as exc:
+            raise SpendJournalError(f"cannot use {self.path} as a spend journal: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"SpendJournal({str(self.path)!r})"
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        # A connection per operation: safe from any thread, and across fork.
+        db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        try:
+            # FULL: a committed entry survives a power cut, not only a killed process.
+            db.execute("PRAGMA synchronous=FULL")
+            yield db
+        finally:
+            db.close()
+
+    def _write(self, sql: str, parameters: tuple[object, ...]) -> int:
+        try:
+            with self._connect() as db:
+                cursor = db.execute(sql, parameters)
+                return cursor.lastrowid or 0
+        except sqlite3.Error as exc:
+            raise SpendJournalError(f"cannot write the spend journal {self.path}: {exc}") from exc
+
+    def add(self, scope: str, tool: str, units: Units, reference: str) -> int:
+        """Commit a pending spend, and return its entry id.
+
+        Writing the same `(scope, tool, reference)` again makes that entry pending again
+        with the new units, rather than adding a second one.
+        """
+        self._write(
+            "INSERT INTO spends (scope, tool, units, reference, created_at) "
+            "VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (scope, tool, reference) DO UPDATE SET "
+            "units = excluded.units, state = 'pending', done_at = NULL",
+            (scope, tool, json.dumps(units), reference, _now()),
+        )
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT id FROM spends WHERE scope = ? AND tool = ? AND reference = ?",
+                (scope, tool, reference),
+            ).fetchone()
+        return int(row[0])
+
+    def mark_done(self, entry_id: int, charged: int) -> None:
+        """Record that the server confirmed the spend."""
+        self._write(
+            "UPDATE spends SET state = 'done', charged = ?, done_at = ? WHERE id = ?",
+            (charged, _now(), entry_id),
+        )
+
+    def mark_failed(self, entry_id: int, error: BaseException) -> None:
+        """Record a failed attempt; the entry stays pending."""
+        code = error.error if isinstance(error, APIError) else None
+        self._write(
+            "UPDATE spends SET attempts = attempts + 1, last_error = ?, error_code = ? "
+            "WHERE id = ?",
+            (str(error), code, entry_id),
+        )
+
+    def pending(self, scope: str) -> list[_Entry]:
+        """The pending entries of one scope, oldest first."""
+        try:
+            with self._connect() as db:
+                rows = db.execute(
+                    "SELECT id, tool, units, reference, created_at, attempts, last_error, "
+                    "error_code FROM spends WHERE scope = ? AND state = 'pending' ORDER BY id",
+                    (scope,),
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise SpendJournalError(f"cannot read the spend journal {self.path}: {exc}") from exc
+        return [_entry(row) for row in rows]
+
+    def is_pending(self, entry_id: int) -> bool:
+        """Whether an entry is still pending (another process may have finished it)."""
+        with self._connect() as db:
+            row = db.execute("SELECT state FROM spends WHERE id = ?", (entry_id,)).fetchone()
+        return row is not None and row[0] == "pending"
+
+    def claim_pending(self, entry_id: int) -> bool:
+        """Claim an entry if it is still pending; `False` if it is taken or settled."""
+        if not self.claim(entry_id):
+            return False
+        if self.is_pending(entry_id):
+            return True
+        self.release(entry_id)
+        return False
+
+    def claim(self, entry_id: int) -> bool:
+        """Take the exclusive right to send an entry; `False` if someone else holds it."""
+        return self._claims.acquire(entry_id)
+
+    def release(self, entry_id: int) -> None:
+        """Give a claim back."""
+        self._claims.release(entry_id)
+
+
+def _prepare(db: sqlite3.Connection) -> None:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    ours = version == _SCHEMA_VERSION and "spends" in tables
+    if not ours and (version != 0 or tables - {"sqlite_sequence"}):
+        raise SpendJournalError("the file is an SQLite database, but not a spend journal")
+    check = db.execute("PRAGMA quick_check").fetchone()[0]
+    if check != "ok":
+        raise SpendJournalError(f"the database is damaged: {check}")
+    mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if mode != "wal":
+        raise SpendJournalError(f"it cannot be put in WAL mode (journal_mode is {mode})")
+    # BEGIN IMMEDIATE takes the write lock: a file we could read but not write fails here,
+    # when the client is built, and not later when a spend needs it.
+    db.execute("BEGIN IMMEDIATE")
+    db.execute(_SCHEMA)
+    db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+    cutoff = (datetime.now(timezone.utc) - _KEEP_DONE).isoformat()
+    db.execute("DELETE FROM spends WHERE state = 'done' AND done_at < ?", (cutoff,))
+    db.execute("COMMIT")
+
+
+def _entry(row: tuple[object, ...]) -> _Entry:
+    entry_id, tool, units, reference, created_at, attempts, last_error, error_code = row
+    spend = PendingSpend(
+        tool=str(tool),
+        units=json.loads(str(units)),
+        reference=str(reference),
+        created_at=datetime.fromisoformat(str(created_at)),
+        attempts=int(str(attempts)),
+        last_error=None if last_error is None else str(last_error),
+        error_code=None if error_code is None else str(error_code),
+    )
+    return _Entry(id=int(str(entry_id)), spend=spend)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+class _Claims:
+    """The entries this process is sending, for one journal file.
+
+    POSIX record locks belong to the process, not to a thread or a file descriptor, and
+    closing any descriptor of the file drops them all: so each process keeps one
+    descriptor per journal, never closed, and tracks its own threads' claims in a set.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self._held: set[int] = set()
+        self._fd: int | None = None
+        if _fcntl is not None:
+            self._fd = os.open(f"{path}-claims", os.O_RDWR | os.O_CREAT, 0o600)
+
+    def acquire(self, entry_id: int) -> bool:
+        with self._lock:
+            if entry_id in self._held:
+                return False
+            if self._fd is not None and _fcntl is not None:
+                try:
+                    _fcntl.lockf(self._fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB, 1, entry_id)
+                except OSError:
+                    return False
+            self._held.add(entry_id)
+            return True
+
+    def release(self, entry_id: int) -> None:
+        with self._lock:
+            if entry_id not in self._held:
+                return
+            self._held.discard(entry_id)
+            if self._fd is not None and _fcntl is not None:
+                _fcntl.lockf(self._fd, _fcntl.LOCK_UN, 1, entry_id)
+
+
+try:
+    import fcntl as _fcntl
+except ImportError:  # pragma: no cover - Windows: claims are kept within one process
+    _fcntl = None  # type: ignore[assignment]
+
+_registry: dict[Path, _Claims] = {}
+_registry_lock = threading.Lock()
+
+
+def _claims_for(path: Path) -> _Claims:
+    with _registry_lock:
+        claims = _registry.get(path)
+        if claims is None:
+            claims = _registry[path] = _Claims(path)
+        return claims
+
+
+def _forget_claims() -> None:  # pragma: no cover - runs in a forked child
+    # A forked child inherits the descriptors but none of the parent's locks.
+    global _registry_lock
+    _registry.clear()
+    _registry_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_claims)

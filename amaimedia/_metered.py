@@ -1,0 +1,166 @@
+# Generated from _async_metered.py by scripts/unasync.py: edit that file, then run the
+# script. scripts/test fails while this file is out of date.
+"""Metered blocks in blocking code, generated from `_async_metered.py`.
+
+A metered block quotes, lets the caller's work run, then spends: exactly once, and never
+when the work failed. Everything that does no I/O lives in `_metering.py`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+
+from ._exceptions import AmaiError
+from ._meter import Meter
+from ._metering import (
+    ReferenceArgument,
+    entry_spend_failed,
+    fixed_reference,
+    insufficient_quote,
+    journal_add,
+    journal_done,
+    journal_failed,
+    journal_release,
+    log_charge,
+    require_function,
+    spend_failed,
+)
+from ._models import Charge
+from ._offload import run_inline
+from ._types import Units
+
+if TYPE_CHECKING:
+    from ._client import AmaiClient
+
+__all__ = ["MeteredBlock", "replay_journal"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class MeteredBlock:
+    """What `AmaiClient.metered()` returns: a context manager, and a decorator.
+
+    As `with client.metered(...) as meter:` it quotes on entry, runs the block,
+    and spends on a clean exit. As `@client.metered(...)` on a plain function, each
+    call is its own metered block.
+    """
+
+    def __init__(
+        self,
+        client: AmaiClient,
+        tool: str,
+        units: Units,
+        reference: ReferenceArgument,
+    ) -> None:
+        self._client = client
+        self._tool = tool
+        self._units = units
+        self._reference = reference
+        self._meter: Meter | None = None
+
+    def __repr__(self) -> str:
+        return f"MeteredBlock(tool={self._tool!r}, units={self._units!r})"
+
+    def __enter__(self) -> Meter:
+        if self._meter is not None and self._meter.state == "running":
+            raise RuntimeError(
+                "this metered block is already running; call metered() once per block"
+            )
+        reference = fixed_reference(self._tool, self._units, self._reference)
+        quote = self._client.check(self._tool, self._units)
+        if not quote.allowed:
+            raise insufficient_quote(self._tool, self._units, quote)
+        self._meter = Meter(self._tool, self._units, reference, quote)
+        return self._meter
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        meter = self._meter
+        if meter is None:  # pragma: no cover - __exit__ only runs after __enter__
+            return
+        if exc is not None:
+            # The work failed: nothing is charged, and the exception goes on unchanged.
+            meter.state = "failed"
+            return
+        if meter.state == "cancelled":
+            return
+        _charge(self._client, meter)
+
+    def __call__(self, function: Callable[_P, _R]) -> Callable[_P, _R]:
+        """Meter every call of `function`, each as its own block with its own reference.
+
+        Raises:
+            TypeError: `function` is not a coroutine function, or a fixed reference was
+                given (every call after the first would be a free replay).
+        """
+        require_function(function, is_async=False, client="AmaiClient")
+        derive = self._reference
+        client, tool, units = self._client, self._tool, self._units
+
+        @functools.wraps(function)
+        def metered_call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            reference = derive(*args, **kwargs) if callable(derive) else None
+            with MeteredBlock(client, tool, units, reference):
+                return function(*args, **kwargs)
+
+        # functools.wraps does not carry the signature's async-ness for every tool.
+        metered_call.__signature__ = inspect.signature(function)  # type: ignore[attr-defined]
+        return metered_call
+
+
+def _charge(client: AmaiClient, meter: Meter) -> None:
+    meter.state = "charging"
+    journal = client._journal
+    entry = None
+    if journal is not None:
+        entry = run_inline(journal_add, journal, client._journal_scope, meter)
+    try:
+        charge = client.spend(meter.tool, meter.units, reference=meter.reference)
+    except AmaiError as exc:
+        meter.state = "spend_failed"
+        if entry is not None and journal is not None:
+            run_inline(journal_failed, journal, entry, exc)
+        raise spend_failed(meter, exc, journaled=entry is not None) from exc
+    except BaseException:
+        # Interrupted mid-spend: the outcome is unknown. The entry stays pending, and its
+        # claim is dropped so that replay_pending() can settle it.
+        meter.state = "spend_failed"
+        if entry is not None and journal is not None:
+            journal_release(journal, entry)
+        raise
+    meter.charge = charge
+    meter.state = "charged"
+    if entry is not None and journal is not None:
+        run_inline(journal_done, journal, entry, charge)
+    log_charge(meter, charge)
+
+
+def replay_journal(client: AmaiClient) -> list[Charge]:
+    """Send every pending spend of the client's journal; see `replay_pending()`."""
+    journal = client._require_journal()
+    charges = []
+    for entry in run_inline(journal.pending, client._journal_scope):
+        if not run_inline(journal.claim_pending, entry.id):
+            continue
+        spend = entry.spend
+        try:
+            charge = client.spend(spend.tool, spend.units, reference=spend.reference)
+        except AmaiError as exc:
+            run_inline(journal_failed, journal, entry.id, exc)
+            entry_spend_failed(spend, exc)
+            continue
+        except BaseException:
+            journal_release(journal, entry.id)
+            raise
+        run_inline(journal_done, journal, entry.id, charge)
+        charges.append(charge)
+    return charges
