@@ -16,6 +16,7 @@ from ._exceptions import AmaiError
 from ._meter import Meter
 from ._metering import (
     ReferenceArgument,
+    decorator_reference,
     entry_spend_failed,
     fixed_reference,
     insufficient_quote,
@@ -101,12 +102,12 @@ class AsyncMeteredBlock:
                 given (every call after the first would be a free replay).
         """
         require_function(function, is_async=True, client="AsyncAmaiClient")
-        derive = self._reference
+        derive = decorator_reference(self._reference)
         client, tool, units = self._client, self._tool, self._units
 
         @functools.wraps(function)
         async def metered_call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-            reference = derive(*args, **kwargs) if callable(derive) else None
+            reference = None if derive is None else derive(*args, **kwargs)
             async with AsyncMeteredBlock(client, tool, units, reference):
                 return await function(*args, **kwargs)
 

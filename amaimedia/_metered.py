@@ -18,6 +18,7 @@ from ._exceptions import AmaiError
 from ._meter import Meter
 from ._metering import (
     ReferenceArgument,
+    decorator_reference,
     entry_spend_failed,
     fixed_reference,
     insufficient_quote,
@@ -103,12 +104,12 @@ class MeteredBlock:
                 given (every call after the first would be a free replay).
         """
         require_function(function, is_async=False, client="AmaiClient")
-        derive = self._reference
+        derive = decorator_reference(self._reference)
         client, tool, units = self._client, self._tool, self._units
 
         @functools.wraps(function)
         def metered_call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-            reference = derive(*args, **kwargs) if callable(derive) else None
+            reference = None if derive is None else derive(*args, **kwargs)
             with MeteredBlock(client, tool, units, reference):
                 return function(*args, **kwargs)
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ReferenceArgument",
+    "decorator_reference",
     "entry_spend_failed",
     "fixed_reference",
     "insufficient_quote",
@@ -59,6 +60,17 @@ def check_reference_argument(reference: ReferenceArgument) -> None:
             "reference must be a str, a callable that returns one, or None; "
             f"got {type(reference).__name__}"
         )
+
+
+def decorator_reference(reference: ReferenceArgument) -> Callable[..., str] | None:
+    """The decorator's way to a reference: derived per call, or generated per call."""
+    if isinstance(reference, str):
+        raise TypeError(
+            f"a decorated function runs many times, and with the fixed reference "
+            f"{reference!r} every call after the first would be free: pass a callable that "
+            "derives the reference from the call's arguments, or leave it out"
+        )
+    return reference
 
 
 def insufficient_quote(tool: str, units: Units, quote: Quote) -> InsufficientCreditsError:
