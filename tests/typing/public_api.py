@@ -17,9 +17,12 @@ from amaimedia import (
     AsyncAmaiClient,
     Charge,
     InsufficientCreditsError,
+    Meter,
     NotGiven,
+    PendingSpend,
     Quote,
     RateLimitError,
+    SpendFailedError,
     ToolName,
 )
 
@@ -44,6 +47,40 @@ def sync_usage() -> None:
             assert_type(exc.retry_after, float | None)
         except AmaiError as exc:
             assert_type(exc.message, str)
+
+
+def metered_usage(client: AmaiClient) -> None:
+    try:
+        with client.metered("dub", units=3, reference="job-1") as meter:
+            assert_type(meter, Meter)
+            assert_type(meter.quote, Quote)
+            assert_type(meter.reference, str)
+            meter.units = 2.5
+    except SpendFailedError as exc:
+        assert_type(exc.reference, str)
+        assert_type(exc.units, int | float)
+    assert_type(meter.charge, Charge | None)
+
+    @client.metered("chat", reference=lambda job_id: f"job-{job_id}")
+    def answer(job_id: int, prompt: str) -> str:
+        return prompt
+
+    assert_type(answer(1, "hi"), str)
+    assert_type(client.pending_spends(), list[PendingSpend])
+    assert_type(client.replay_pending(), list[Charge])
+
+
+async def async_metered_usage(aclient: AsyncAmaiClient) -> None:
+    async with aclient.metered("voice_clone", units=12) as meter:
+        assert_type(meter, Meter)
+
+    @aclient.metered("chat")
+    async def answer(prompt: str) -> str:
+        return prompt
+
+    assert_type(await answer("hi"), str)
+    assert_type(await aclient.pending_spends(), list[PendingSpend])
+    assert_type(await aclient.replay_pending(), list[Charge])
 
 
 async def async_usage() -> None:
