@@ -61,12 +61,13 @@ class AsyncMeteredBlock:
         self._units = units
         self._reference = reference
         self._meter: Meter | None = None
+        self._running = False
 
     def __repr__(self) -> str:
         return f"AsyncMeteredBlock(tool={self._tool!r}, units={self._units!r})"
 
     async def __aenter__(self) -> Meter:
-        if self._meter is not None and self._meter.state == "running":
+        if self._running:
             raise RuntimeError(
                 "this metered block is already running; call metered() once per block"
             )
@@ -75,6 +76,7 @@ class AsyncMeteredBlock:
         if not quote.allowed:
             raise insufficient_quote(self._tool, self._units, quote)
         self._meter = Meter(self._tool, self._units, reference, quote)
+        self._running = True
         return self._meter
 
     async def __aexit__(
@@ -84,8 +86,9 @@ class AsyncMeteredBlock:
         traceback: TracebackType | None,
     ) -> None:
         meter = self._meter
-        if meter is None:  # pragma: no cover - __aexit__ only runs after __aenter__
+        if meter is None or not self._running:  # pragma: no cover - only after __aenter__
             return
+        self._running = False
         if exc is not None:
             # The work failed: nothing is charged, and the exception goes on unchanged.
             meter.state = "failed"
@@ -122,6 +125,11 @@ async def _charge(client: AsyncAmaiClient, meter: Meter) -> None:
     entry = None
     if journal is not None:
         entry = await run_in_thread(journal_add, journal, client._journal_scope, meter)
+        # Claimed here, not in the worker thread: an interrupt between the two could
+        # leave a claim that nobody releases. If a replay elsewhere holds the entry, this
+        # spend still goes out: the server charges a reference once.
+        if entry is not None and not journal.claim(entry):
+            entry = None
     try:
         charge = await client.spend(meter.tool, meter.units, reference=meter.reference)
     except AmaiError as exc:
@@ -148,7 +156,8 @@ async def areplay_journal(client: AsyncAmaiClient) -> list[Charge]:
     journal = client._require_journal()
     charges = []
     for entry in await run_in_thread(journal.pending, client._journal_scope):
-        if not await run_in_thread(journal.claim_pending, entry.id):
+        # Inline for the same reason as in _charge; a WAL read does not wait on writers.
+        if not journal.claim_pending(entry.id):
             continue
         spend = entry.spend
         try:

@@ -63,12 +63,13 @@ class MeteredBlock:
         self._units = units
         self._reference = reference
         self._meter: Meter | None = None
+        self._running = False
 
     def __repr__(self) -> str:
         return f"MeteredBlock(tool={self._tool!r}, units={self._units!r})"
 
     def __enter__(self) -> Meter:
-        if self._meter is not None and self._meter.state == "running":
+        if self._running:
             raise RuntimeError(
                 "this metered block is already running; call metered() once per block"
             )
@@ -77,6 +78,7 @@ class MeteredBlock:
         if not quote.allowed:
             raise insufficient_quote(self._tool, self._units, quote)
         self._meter = Meter(self._tool, self._units, reference, quote)
+        self._running = True
         return self._meter
 
     def __exit__(
@@ -86,8 +88,9 @@ class MeteredBlock:
         traceback: TracebackType | None,
     ) -> None:
         meter = self._meter
-        if meter is None:  # pragma: no cover - __exit__ only runs after __enter__
+        if meter is None or not self._running:  # pragma: no cover - only after __enter__
             return
+        self._running = False
         if exc is not None:
             # The work failed: nothing is charged, and the exception goes on unchanged.
             meter.state = "failed"
@@ -124,6 +127,11 @@ def _charge(client: AmaiClient, meter: Meter) -> None:
     entry = None
     if journal is not None:
         entry = run_inline(journal_add, journal, client._journal_scope, meter)
+        # Claimed here, not in the worker thread: an interrupt between the two could
+        # leave a claim that nobody releases. If a replay elsewhere holds the entry, this
+        # spend still goes out: the server charges a reference once.
+        if entry is not None and not journal.claim(entry):
+            entry = None
     try:
         charge = client.spend(meter.tool, meter.units, reference=meter.reference)
     except AmaiError as exc:
@@ -150,7 +158,8 @@ def replay_journal(client: AmaiClient) -> list[Charge]:
     journal = client._require_journal()
     charges = []
     for entry in run_inline(journal.pending, client._journal_scope):
-        if not run_inline(journal.claim_pending, entry.id):
+        # Inline for the same reason as in _charge; a WAL read does not wait on writers.
+        if not journal.claim_pending(entry.id):
             continue
         spend = entry.spend
         try:

@@ -122,21 +122,17 @@ def log_charge(meter: Meter, charge: Charge) -> None:
 
 
 def journal_add(journal: SpendJournal, scope: str, meter: Meter) -> int | None:
-    """Commit the block's spend as pending and claim it; `None` if that failed.
+    """Commit the block's spend as pending; `None` if that failed.
 
     A journal that cannot be written does not stop the spend: sending it is the best
     chance the charge has. The failure is logged, and a `SpendFailedError` raised later
     says the spend was not journaled.
     """
     try:
-        entry = journal.add(scope, meter.tool, meter.units, meter.reference)
+        return journal.add(scope, meter.tool, meter.units, meter.reference)
     except SpendJournalError as exc:
         logger.warning("the spend %s is sent without a journal entry: %s", meter.reference, exc)
         return None
-    # Someone else (a replay in another process) is sending this very spend: ours goes
-    # out too, harmlessly, since the server charges a reference once, and theirs settles
-    # the entry.
-    return entry if journal.claim(entry) else None
 
 
 def journal_done(journal: SpendJournal, entry: int, charge: Charge) -> None:
