@@ -122,32 +122,33 @@ class AsyncMeteredBlock:
 async def _charge(client: AsyncAmaiClient, meter: Meter) -> None:
     meter.state = "charging"
     journal = client._journal
-    entry = None
+    entry = owned = None
     if journal is not None:
         entry = await run_in_thread(journal_add, journal, client._journal_scope, meter)
         # Claimed here, not in the worker thread: an interrupt between the two could
         # leave a claim that nobody releases. If a replay elsewhere holds the entry, this
-        # spend still goes out: the server charges a reference once.
-        if entry is not None and not journal.claim(entry):
-            entry = None
+        # spend still goes out (the server charges a reference once) and the replay
+        # settles the entry.
+        if entry is not None and journal.claim(entry):
+            owned = entry
     try:
         charge = await client.spend(meter.tool, meter.units, reference=meter.reference)
     except AmaiError as exc:
         meter.state = "spend_failed"
-        if entry is not None and journal is not None:
-            await run_in_thread(journal_failed, journal, entry, exc)
+        if owned is not None and journal is not None:
+            await run_in_thread(journal_failed, journal, owned, exc)
         raise spend_failed(meter, exc, journaled=entry is not None) from exc
     except BaseException:
         # Interrupted mid-spend: the outcome is unknown. The entry stays pending, and its
         # claim is dropped so that replay_pending() can settle it.
         meter.state = "spend_failed"
-        if entry is not None and journal is not None:
-            journal_release(journal, entry)
+        if owned is not None and journal is not None:
+            journal_release(journal, owned)
         raise
     meter.charge = charge
     meter.state = "charged"
-    if entry is not None and journal is not None:
-        await run_in_thread(journal_done, journal, entry, charge)
+    if owned is not None and journal is not None:
+        await run_in_thread(journal_done, journal, owned, charge)
     log_charge(meter, charge)
 
 

@@ -97,7 +97,7 @@ class BaseClient(Generic[_HttpT]):
         self._http = http
         self._owns_http = owns_http
         self._closed = False
-        self._journal_scope = journal_scope(config.api_key.reveal(), str(config.base_url))
+        self._journal_scope = journal_scope(config.api_key.reveal(), config.base_url)
 
     def _new_http_client(self, config: ClientConfig) -> _HttpT:
         raise NotImplementedError

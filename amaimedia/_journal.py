@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -109,25 +110,32 @@ class SpendJournal:
         except sqlite3.Error as exc:
             raise SpendJournalError(f"cannot write the spend journal {self.path}: {exc}") from exc
 
+    def _read(self, sql: str, parameters: tuple[object, ...]) -> list[tuple[object, ...]]:
+        try:
+            with self._connect() as db:
+                return db.execute(sql, parameters).fetchall()
+        except sqlite3.Error as exc:
+            raise SpendJournalError(f"cannot read the spend journal {self.path}: {exc}") from exc
+
     def add(self, scope: str, tool: str, units: Units, reference: str) -> int:
         """Commit a pending spend, and return its entry id.
 
-        Writing the same `(scope, tool, reference)` again makes that entry pending again
-        with the new units, rather than adding a second one.
+        Writing the same `(scope, tool, reference)` again makes that entry pending again,
+        with the new units and a fresh history, rather than adding a second one.
         """
         self._write(
             "INSERT INTO spends (scope, tool, units, reference, created_at) "
             "VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (scope, tool, reference) DO UPDATE SET "
-            "units = excluded.units, state = 'pending', done_at = NULL",
+            "units = excluded.units, state = 'pending', done_at = NULL, charged = NULL, "
+            "attempts = 0, last_error = NULL, error_code = NULL",
             (scope, tool, json.dumps(units), reference, _now()),
         )
-        with self._connect() as db:
-            row = db.execute(
-                "SELECT id FROM spends WHERE scope = ? AND tool = ? AND reference = ?",
-                (scope, tool, reference),
-            ).fetchone()
-        return int(row[0])
+        rows = self._read(
+            "SELECT id FROM spends WHERE scope = ? AND tool = ? AND reference = ?",
+            (scope, tool, reference),
+        )
+        return int(str(rows[0][0]))
 
     def mark_done(self, entry_id: int, charged: int) -> None:
         """Record that the server confirmed the spend."""
@@ -147,29 +155,28 @@ class SpendJournal:
 
     def pending(self, scope: str) -> list[_Entry]:
         """The pending entries of one scope, oldest first."""
-        try:
-            with self._connect() as db:
-                rows = db.execute(
-                    "SELECT id, tool, units, reference, created_at, attempts, last_error, "
-                    "error_code FROM spends WHERE scope = ? AND state = 'pending' ORDER BY id",
-                    (scope,),
-                ).fetchall()
-        except sqlite3.Error as exc:
-            raise SpendJournalError(f"cannot read the spend journal {self.path}: {exc}") from exc
+        rows = self._read(
+            "SELECT id, tool, units, reference, created_at, attempts, last_error, "
+            "error_code FROM spends WHERE scope = ? AND state = 'pending' ORDER BY id",
+            (scope,),
+        )
         return [_entry(row) for row in rows]
 
     def is_pending(self, entry_id: int) -> bool:
         """Whether an entry is still pending (another process may have finished it)."""
-        with self._connect() as db:
-            row = db.execute("SELECT state FROM spends WHERE id = ?", (entry_id,)).fetchone()
-        return row is not None and row[0] == "pending"
+        rows = self._read("SELECT state FROM spends WHERE id = ?", (entry_id,))
+        return bool(rows) and rows[0][0] == "pending"
 
     def claim_pending(self, entry_id: int) -> bool:
         """Claim an entry if it is still pending; `False` if it is taken or settled."""
         if not self.claim(entry_id):
             return False
-        if self.is_pending(entry_id):
-            return True
+        try:
+            if self.is_pending(entry_id):
+                return True
+        except BaseException:
+            self.release(entry_id)
+            raise
         self.release(entry_id)
         return False
 
@@ -233,35 +240,57 @@ class _Claims:
     def __init__(self, path: Path) -> None:
         self._lock = threading.Lock()
         self._held: set[int] = set()
-        self._fd: int | None = None
-        if _fcntl is not None:
-            self._fd = os.open(f"{path}-claims", os.O_RDWR | os.O_CREAT, 0o600)
+        self._fd = _open_lock_file(Path(f"{path}-claims"))
 
     def acquire(self, entry_id: int) -> bool:
         with self._lock:
-            if entry_id in self._held:
+            if entry_id in self._held or not _lock_byte(self._fd, entry_id):
                 return False
-            if self._fd is not None and _fcntl is not None:
-                try:
-                    _fcntl.lockf(self._fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB, 1, entry_id)
-                except OSError:
-                    return False
             self._held.add(entry_id)
             return True
 
     def release(self, entry_id: int) -> None:
         with self._lock:
-            if entry_id not in self._held:
-                return
-            self._held.discard(entry_id)
-            if self._fd is not None and _fcntl is not None:
-                _fcntl.lockf(self._fd, _fcntl.LOCK_UN, 1, entry_id)
+            if entry_id in self._held:
+                self._held.discard(entry_id)
+                _unlock_byte(self._fd, entry_id)
 
 
-try:
-    import fcntl as _fcntl
-except ImportError:  # pragma: no cover - Windows: claims are kept within one process
-    _fcntl = None  # type: ignore[assignment]
+if sys.platform != "win32":
+    import fcntl
+
+    def _open_lock_file(path: Path) -> int:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def _lock_byte(fd: int, offset: int) -> bool:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+        except OSError:
+            return False
+        return True
+
+    def _unlock_byte(fd: int, offset: int) -> None:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
+
+    def _forget_claims() -> None:  # pragma: no cover - runs in a forked child
+        # A forked child inherits the descriptors but none of the parent's locks.
+        global _registry_lock
+        _registry.clear()
+        _registry_lock = threading.Lock()
+
+    os.register_at_fork(after_in_child=_forget_claims)
+
+else:  # pragma: no cover - Windows: claims coordinate the threads of one process only
+
+    def _open_lock_file(path: Path) -> int:
+        return -1
+
+    def _lock_byte(fd: int, offset: int) -> bool:
+        return True
+
+    def _unlock_byte(fd: int, offset: int) -> None:
+        pass
+
 
 _registry: dict[Path, _Claims] = {}
 _registry_lock = threading.Lock()
@@ -273,14 +302,3 @@ def _claims_for(path: Path) -> _Claims:
         if claims is None:
             claims = _registry[path] = _Claims(path)
         return claims
-
-
-def _forget_claims() -> None:  # pragma: no cover - runs in a forked child
-    # A forked child inherits the descriptors but none of the parent's locks.
-    global _registry_lock
-    _registry.clear()
-    _registry_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_claims)

@@ -7,6 +7,8 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias
 
+import httpx
+
 from ._exceptions import (
     AmaiError,
     InsufficientCreditsError,
@@ -175,6 +177,11 @@ def entry_spend_failed(spend: PendingSpend, error: AmaiError) -> None:
     )
 
 
-def journal_scope(api_key: str, base_url: str) -> str:
-    """Which account and API an entry belongs to: a hash, never the key itself."""
-    return hashlib.sha256(f"{base_url}\n{api_key}".encode()).hexdigest()[:32]
+def journal_scope(api_key: str, base_url: httpx.URL) -> str:
+    """Which account and API an entry belongs to: a hash, never the key itself.
+
+    The URL is taken as requests use it, so `https://api.amaimedia.com/` and
+    `https://api.amaimedia.com` are one API.
+    """
+    root = str(base_url).rstrip("/")
+    return hashlib.sha256(f"{root}\n{api_key}".encode()).hexdigest()[:32]
