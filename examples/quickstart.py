@@ -1,80 +1,81 @@
-"""Quote -> work -> spend, the SDK's main job, against an in-process fake of the API.
+"""Quote -> work -> spend: the SDK's main job, in one metered block.
 
-Runs offline with no key: the fake below answers like the documented API over
-`httpx.MockTransport`, so the client, its validation, retries and error mapping are
-the real ones. (A full offline server, `amaimedia.testing`, is on the way.)
+With no `AMAI_API_KEY` in the environment, this starts the SDK's offline AMAImedia
+server (`amaimedia.testing.FakeAmaiServer`) on 127.0.0.1 and talks to it over real HTTP,
+with a throwaway key: nothing leaves the machine. With `AMAI_API_KEY` set, it talks to
+production and spends one `chat` unit (5 tokens).
 
     python examples/quickstart.py
 """
 
 from __future__ import annotations
 
-import json
-
-import httpx
+import contextlib
+import os
+import time
+from collections.abc import Iterator
 
 from amaimedia import AmaiClient, InsufficientCreditsError
 
-PRICES = {"chat": 5, "dub": 40}  # tokens per unit in this fake
+
+def dub(minutes: float) -> str:
+    """Stand-in for the real work: a dub of `minutes` of video."""
+    time.sleep(0.05)
+    return f"dubbed-{minutes}min.mp4"
 
 
-class FakeLedger:
-    """Just enough of the API for the demo: one account, idempotent spends."""
+def round_trip(client: AmaiClient, tool: str, units: float) -> None:
+    quote = client.check(tool, units)
+    print(f"1. check   {tool} x{units}: costs {quote.cost_tokens} tokens, allowed={quote.allowed}")
 
-    def __init__(self, balance: int) -> None:
-        self.balance = balance
-        self.charges: dict[tuple[str, str], dict[str, object]] = {}
+    with client.metered(tool, units=units) as meter:
+        result = dub(units)
+        print(f"2. work    {result} (reference {meter.reference}, nothing charged yet)")
+    charge = meter.charge
+    assert charge is not None
+    print(f"3. spend   charged {charge.charged} tokens, balance now {charge.balance_after}")
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
-        cost = round(PRICES[body["tool"]] * body["units"])
-        if request.url.path.endswith("/check"):
-            return httpx.Response(
-                200,
-                json={
-                    "ok": True,
-                    "allowed": cost <= self.balance,
-                    "cost_tokens": cost,
-                    "balance_after": self.balance - cost,
-                },
-            )
-        key = (body["tool"], body["reference"])
-        if key in self.charges:  # the same reference never charges twice
-            return httpx.Response(200, json=self.charges[key])
-        if cost > self.balance:
-            error = {"ok": False, "error": "insufficient_credits", "cost_tokens": cost}
-            return httpx.Response(402, json={**error, "balance": self.balance})
-        self.balance -= cost
-        self.charges[key] = {"ok": True, "charged": cost, "balance_after": self.balance}
-        return httpx.Response(200, json=self.charges[key])
+    again = client.spend(tool, units, reference=meter.reference)
+    print(
+        f"4. replay  the same reference again: charged {again.charged} as before, "
+        f"balance still {again.balance_after}"
+    )
+
+
+def offline_tour(client: AmaiClient) -> None:
+    round_trip(client, "dub", 3)
+    try:
+        with client.metered("dub", units=10):
+            print("never printed: the block does not run without funds")
+    except InsufficientCreditsError as exc:
+        print(f"5. too big InsufficientCreditsError: {exc}")
+
+
+@contextlib.contextmanager
+def offline_server(balance: int) -> Iterator[tuple[str, str]]:
+    from amaimedia.testing import FakeAmaiServer
+
+    fake = FakeAmaiServer()
+    key = fake.create_key(balance=balance)
+    with fake.serve() as base_url:
+        yield base_url, key
+    rows = fake.spends
+    print(
+        f"ledger    {len(rows)} charge(s) recorded by the offline server, "
+        f"balance {fake.balance(key)} of {balance}"
+    )
 
 
 def main() -> None:
-    ledger = FakeLedger(balance=200)
-    http = httpx.Client(transport=httpx.MockTransport(ledger))
-    with AmaiClient(api_key="amai_live_demo_not_a_real_key_0000", http_client=http) as client:
-        print(f"client: {client!r}")
-
-        quote = client.check("dub", units=3)
-        print(f"1. check  dub x3 -> cost {quote.cost_tokens} tokens, allowed={quote.allowed}")
-
-        print("2. work   ... dubbing three minutes of video ...")
-
-        charge = client.spend("dub", units=3)
-        print(f"3. spend  dub x3 -> charged {charge.charged}, balance {charge.balance_after}")
-        print(f"          reference {charge.reference}")
-
-        again = client.spend("dub", units=3, reference=charge.reference)
-        print(f"4. replay same reference -> no new charge, balance still {ledger.balance}")
-        assert again == charge
-
-        try:
-            client.spend("dub", units=10)
-        except InsufficientCreditsError as exc:
-            print(f"5. spend  dub x10 -> {type(exc).__name__}: {exc}")
-    http.close()
-    assert ledger.balance == 80, ledger.balance
-    print("round trip complete: one charge, no double charge, a typed error for the rest")
+    if os.environ.get("AMAI_API_KEY"):
+        with AmaiClient() as client:
+            print(f"production: {client.base_url}")
+            round_trip(client, "chat", 1)
+        return
+    with offline_server(balance=200) as (base_url, key):
+        print(f"offline AMAImedia server at {base_url} (no key needed, nothing leaves here)")
+        with AmaiClient(api_key=key, base_url=base_url) as client:
+            offline_tour(client)
 
 
 if __name__ == "__main__":
