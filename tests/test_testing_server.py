@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -32,6 +33,7 @@ from amaimedia import (
     ForbiddenError,
     InsufficientCreditsError,
     Quote,
+    SpendFailedError,
 )
 from amaimedia.testing import FakeAmaiServer, RecordedRequest, SpendRecord
 from amaimedia.testing._ledger import key_digest
@@ -316,6 +318,33 @@ def test_client_options_are_passed_through(harness: Harness) -> None:
     defaults = sdk_client(harness, fake, fake.create_key(), base_url="https://other.invalid")
     assert (defaults.max_retries, defaults.max_retry_after) == (2, 60.0)
     assert str(defaults.base_url) == "https://other.invalid"
+
+
+def test_a_journaled_client_replays_what_an_outage_left(harness: Harness, tmp_path: Path) -> None:
+    fake = FakeAmaiServer()
+    key = fake.create_key(balance=1_000)
+    path = tmp_path / "spends.sqlite3"
+    client = sdk_client(harness, fake, key, max_retries=0, spend_journal=path)
+    assert client.spend_journal == str(path)
+    fake.fail_next("spend", status=503)
+
+    async def run_async() -> None:
+        async with client.metered("dub", units=2, reference="job-1"):
+            pass
+
+    def run_sync() -> None:
+        with client.metered("dub", units=2, reference="job-1"):
+            pass
+
+    with pytest.raises(SpendFailedError):
+        harness.run(run_async()) if harness.is_async else run_sync()
+    assert fake.spends == []
+
+    charges = harness.run(client.replay_pending())
+
+    assert [charge.reference for charge in charges] == ["job-1"]
+    assert [row.reference for row in fake.spends] == ["job-1"]
+    assert fake.balance(key) == 920
 
 
 def test_a_refused_quote_keeps_the_balance(harness: Harness) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
@@ -271,6 +272,7 @@ class FakeAmaiServer:
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
         max_retries: int | NotGiven = NOT_GIVEN,
         max_retry_after: float | NotGiven = NOT_GIVEN,
+        spend_journal: str | os.PathLike[str] | None = None,
     ) -> AmaiClient:
         """An `AmaiClient` wired to this fake in process: no socket, no network.
 
@@ -281,13 +283,21 @@ class FakeAmaiServer:
             timeout: As for `AmaiClient` (the client's default when left out).
             max_retries: As for `AmaiClient`.
             max_retry_after: As for `AmaiClient`.
+            spend_journal: As for `AmaiClient`: to test that your app replays what a
+                crash or an outage left pending.
 
         Returns:
             The client. Closing it is good form, though it holds no connection.
         """
         http = httpx.Client(transport=self.transport())
         options = _given(timeout=timeout, max_retries=max_retries, max_retry_after=max_retry_after)
-        return AmaiClient(api_key=key, base_url=base_url, http_client=http, **options)
+        return AmaiClient(
+            api_key=key,
+            base_url=base_url,
+            http_client=http,
+            spend_journal=spend_journal,
+            **options,
+        )
 
     def async_client(
         self,
@@ -297,6 +307,7 @@ class FakeAmaiServer:
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
         max_retries: int | NotGiven = NOT_GIVEN,
         max_retry_after: float | NotGiven = NOT_GIVEN,
+        spend_journal: str | os.PathLike[str] | None = None,
     ) -> AsyncAmaiClient:
         """An `AsyncAmaiClient` wired to this fake in process; see `client()`.
 
@@ -306,13 +317,20 @@ class FakeAmaiServer:
             timeout: As for `AsyncAmaiClient`.
             max_retries: As for `AsyncAmaiClient`.
             max_retry_after: As for `AsyncAmaiClient`.
+            spend_journal: As for `AsyncAmaiClient`.
 
         Returns:
             The client; fault delays wait with `asyncio.sleep`.
         """
         http = httpx.AsyncClient(transport=self.async_transport())
         options = _given(timeout=timeout, max_retries=max_retries, max_retry_after=max_retry_after)
-        return AsyncAmaiClient(api_key=key, base_url=base_url, http_client=http, **options)
+        return AsyncAmaiClient(
+            api_key=key,
+            base_url=base_url,
+            http_client=http,
+            spend_journal=spend_journal,
+            **options,
+        )
 
     def serve(self, *, port: int = 0) -> AbstractContextManager[str]:
         """Serve this fake over real HTTP on `127.0.0.1` for the length of a `with` block.

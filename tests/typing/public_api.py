@@ -96,3 +96,19 @@ def names() -> None:
     assert_type(NOT_GIVEN, NotGiven)
     assert_type(amaimedia.__version__, str)
     del tool
+
+
+def testing_kit_usage() -> None:
+    from amaimedia.testing import FakeAmaiServer, RecordedRequest, SpendRecord
+
+    fake = FakeAmaiServer(prices={"chat": 7})
+    key = fake.create_key(balance=100)
+    assert_type(key, str)
+    assert_type(fake.client(key, max_retries=0), AmaiClient)
+    assert_type(fake.async_client(key), AsyncAmaiClient)
+    assert_type(fake.balance(key), int)
+    assert_type(fake.spends, list[SpendRecord])
+    assert_type(fake.requests, list[RecordedRequest])
+    fake.fail_next("spend", status=429, retry_after=1)
+    with fake.serve() as base_url:
+        assert_type(base_url, str)
