@@ -7,7 +7,6 @@ when the work failed. Everything that does no I/O lives in `_metering.py`.
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
@@ -114,8 +113,6 @@ class AsyncMeteredBlock:
             async with AsyncMeteredBlock(client, tool, units, reference):
                 return await function(*args, **kwargs)
 
-        # functools.wraps does not carry the signature's async-ness for every tool.
-        metered_call.__signature__ = inspect.signature(function)  # type: ignore[attr-defined]
         return metered_call
 
 

@@ -9,7 +9,6 @@ when the work failed. Everything that does no I/O lives in `_metering.py`.
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
@@ -116,8 +115,6 @@ class MeteredBlock:
             with MeteredBlock(client, tool, units, reference):
                 return function(*args, **kwargs)
 
-        # functools.wraps does not carry the signature's async-ness for every tool.
-        metered_call.__signature__ = inspect.signature(function)  # type: ignore[attr-defined]
         return metered_call
 
 
