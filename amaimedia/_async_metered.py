@@ -22,7 +22,6 @@ from ._metering import (
     journal_add,
     journal_done,
     journal_failed,
-    journal_release,
     log_charge,
     require_function,
     spend_failed,
@@ -140,7 +139,7 @@ async def _charge(client: AsyncAmaiClient, meter: Meter) -> None:
         # claim is dropped so that replay_pending() can settle it.
         meter.state = "spend_failed"
         if owned is not None and journal is not None:
-            journal_release(journal, owned)
+            journal.release(owned)
         raise
     meter.charge = charge
     meter.state = "charged"
@@ -165,7 +164,7 @@ async def areplay_journal(client: AsyncAmaiClient) -> list[Charge]:
             entry_spend_failed(spend, exc)
             continue
         except BaseException:
-            journal_release(journal, entry.id)
+            journal.release(entry.id)
             raise
         await run_in_thread(journal_done, journal, entry.id, charge)
         charges.append(charge)

@@ -53,7 +53,6 @@ class BaseClient(Generic[_HttpT]):
     _owns_http: bool
     _closed: bool
     _journal: SpendJournal | None
-    _journal_scope: str
 
     def __init__(
         self,
@@ -97,7 +96,6 @@ class BaseClient(Generic[_HttpT]):
         self._http = http
         self._owns_http = owns_http
         self._closed = False
-        self._journal_scope = journal_scope(config.api_key.reveal(), config.base_url)
 
     def _new_http_client(self, config: ClientConfig) -> _HttpT:
         raise NotImplementedError
@@ -181,10 +179,16 @@ class BaseClient(Generic[_HttpT]):
     def _metered_arguments(self, tool: str, units: Units, reference: ReferenceArgument) -> None:
         # Checked when metered() is called, so a bad argument fails before any request,
         # and a decorator with one fails at import time rather than at the first call.
-        CheckRequest.from_arguments(tool=tool, units=units)
-        check_reference_argument(reference)
         if isinstance(reference, str):
             SpendRequest.from_arguments(tool=tool, units=units, reference=reference)
+        else:
+            CheckRequest.from_arguments(tool=tool, units=units)
+            check_reference_argument(reference)
+
+    @property
+    def _journal_scope(self) -> str:
+        # Derived when a journal needs it: a with_options copy may carry another key.
+        return journal_scope(self._config.api_key.reveal(), self._config.base_url)
 
     def _require_journal(self) -> SpendJournal:
         if self._journal is None:

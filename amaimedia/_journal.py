@@ -102,20 +102,17 @@ class SpendJournal:
         finally:
             db.close()
 
-    def _write(self, sql: str, parameters: tuple[object, ...]) -> int:
+    def _execute(
+        self, what: str, *statements: tuple[str, tuple[object, ...]]
+    ) -> list[tuple[object, ...]]:
+        """Run statements on one connection; the rows of the last."""
         try:
             with self._connect() as db:
-                cursor = db.execute(sql, parameters)
-                return cursor.lastrowid or 0
+                for sql, parameters in statements:
+                    rows = db.execute(sql, parameters).fetchall()
+                return rows
         except sqlite3.Error as exc:
-            raise SpendJournalError(f"cannot write the spend journal {self.path}: {exc}") from exc
-
-    def _read(self, sql: str, parameters: tuple[object, ...]) -> list[tuple[object, ...]]:
-        try:
-            with self._connect() as db:
-                return db.execute(sql, parameters).fetchall()
-        except sqlite3.Error as exc:
-            raise SpendJournalError(f"cannot read the spend journal {self.path}: {exc}") from exc
+            raise SpendJournalError(f"cannot {what} the spend journal {self.path}: {exc}") from exc
 
     def add(self, scope: str, tool: str, units: Units, reference: str) -> int:
         """Commit a pending spend, and return its entry id.
@@ -123,48 +120,60 @@ class SpendJournal:
         Writing the same `(scope, tool, reference)` again makes that entry pending again,
         with the new units and a fresh history, rather than adding a second one.
         """
-        self._write(
-            "INSERT INTO spends (scope, tool, units, reference, created_at) "
-            "VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (scope, tool, reference) DO UPDATE SET "
-            "units = excluded.units, state = 'pending', done_at = NULL, charged = NULL, "
-            "attempts = 0, last_error = NULL, error_code = NULL",
-            (scope, tool, json.dumps(units), reference, _now()),
-        )
-        rows = self._read(
-            "SELECT id FROM spends WHERE scope = ? AND tool = ? AND reference = ?",
-            (scope, tool, reference),
+        rows = self._execute(
+            "write",
+            (
+                "INSERT INTO spends (scope, tool, units, reference, created_at) "
+                "VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (scope, tool, reference) DO UPDATE SET "
+                "units = excluded.units, state = 'pending', done_at = NULL, charged = NULL, "
+                "attempts = 0, last_error = NULL, error_code = NULL",
+                (scope, tool, json.dumps(units), reference, _now()),
+            ),
+            (
+                "SELECT id FROM spends WHERE scope = ? AND tool = ? AND reference = ?",
+                (scope, tool, reference),
+            ),
         )
         return int(str(rows[0][0]))
 
     def mark_done(self, entry_id: int, charged: int) -> None:
         """Record that the server confirmed the spend."""
-        self._write(
-            "UPDATE spends SET state = 'done', charged = ?, done_at = ? WHERE id = ?",
-            (charged, _now(), entry_id),
+        self._execute(
+            "write",
+            (
+                "UPDATE spends SET state = 'done', charged = ?, done_at = ? WHERE id = ?",
+                (charged, _now(), entry_id),
+            ),
         )
 
     def mark_failed(self, entry_id: int, error: BaseException) -> None:
         """Record a failed attempt; the entry stays pending."""
         code = error.error if isinstance(error, APIError) else None
-        self._write(
-            "UPDATE spends SET attempts = attempts + 1, last_error = ?, error_code = ? "
-            "WHERE id = ?",
-            (str(error), code, entry_id),
+        self._execute(
+            "write",
+            (
+                "UPDATE spends SET attempts = attempts + 1, last_error = ?, error_code = ? "
+                "WHERE id = ?",
+                (str(error), code, entry_id),
+            ),
         )
 
     def pending(self, scope: str) -> list[_Entry]:
         """The pending entries of one scope, oldest first."""
-        rows = self._read(
-            "SELECT id, tool, units, reference, created_at, attempts, last_error, "
-            "error_code FROM spends WHERE scope = ? AND state = 'pending' ORDER BY id",
-            (scope,),
+        rows = self._execute(
+            "read",
+            (
+                "SELECT id, tool, units, reference, created_at, attempts, last_error, "
+                "error_code FROM spends WHERE scope = ? AND state = 'pending' ORDER BY id",
+                (scope,),
+            ),
         )
         return [_entry(row) for row in rows]
 
     def is_pending(self, entry_id: int) -> bool:
         """Whether an entry is still pending (another process may have finished it)."""
-        rows = self._read("SELECT state FROM spends WHERE id = ?", (entry_id,))
+        rows = self._execute("read", ("SELECT state FROM spends WHERE id = ?", (entry_id,)))
         return bool(rows) and rows[0][0] == "pending"
 
     def claim_pending(self, entry_id: int) -> bool:

@@ -24,7 +24,6 @@ from ._metering import (
     journal_add,
     journal_done,
     journal_failed,
-    journal_release,
     log_charge,
     require_function,
     spend_failed,
@@ -142,7 +141,7 @@ def _charge(client: AmaiClient, meter: Meter) -> None:
         # claim is dropped so that replay_pending() can settle it.
         meter.state = "spend_failed"
         if owned is not None and journal is not None:
-            journal_release(journal, owned)
+            journal.release(owned)
         raise
     meter.charge = charge
     meter.state = "charged"
@@ -167,7 +166,7 @@ def replay_journal(client: AmaiClient) -> list[Charge]:
             entry_spend_failed(spend, exc)
             continue
         except BaseException:
-            journal_release(journal, entry.id)
+            journal.release(entry.id)
             raise
         run_inline(journal_done, journal, entry.id, charge)
         charges.append(charge)

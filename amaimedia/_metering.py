@@ -33,7 +33,6 @@ __all__ = [
     "journal_add",
     "journal_done",
     "journal_failed",
-    "journal_release",
     "journal_scope",
     "log_charge",
     "require_function",
@@ -159,11 +158,6 @@ def journal_failed(journal: SpendJournal, entry: int, error: AmaiError) -> None:
         logger.warning("could not record the failure of a pending spend: %s", exc)
     finally:
         journal.release(entry)
-
-
-def journal_release(journal: SpendJournal, entry: int) -> None:
-    """Release an entry without recording anything (the outcome is unknown)."""
-    journal.release(entry)
 
 
 def entry_spend_failed(spend: PendingSpend, error: AmaiError) -> None:
