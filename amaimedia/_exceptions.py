@@ -21,9 +21,11 @@ they raise the builtin `ValueError` or `TypeError` before any request, as Python
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import httpx
+
+from ._html import html_table
 
 __all__ = [
     "APIConnectionError",
@@ -39,6 +41,24 @@ __all__ = [
     "SpendFailedError",
     "SpendJournalError",
 ]
+
+# What a notebook's table of an error shows, in this order, for the attributes an error
+# has and knows. An allowlist, so that `response` (whose request carries the API key in
+# its Authorization header) can never be shown.
+_HTML_FIELDS: Final = (
+    "status_code",
+    "error",
+    "message",
+    "cost_tokens",
+    "balance",
+    "retry_after",
+    "request_id",
+    "tool",
+    "units",
+    "reference",
+    "journaled",
+    "body",
+)
 
 
 class AmaiError(Exception):
@@ -69,6 +89,11 @@ class AmaiError(Exception):
         pairs = (("request_id", getattr(self, "request_id", None)), ("reference", self.reference))
         shown = [f"{name}={value}" for name, value in pairs if value]
         return f" ({', '.join(shown)})" if shown else ""
+
+    def _repr_html_(self) -> str:
+        """What the error knows, as a small HTML table for notebooks; never its response."""
+        known = ((name, getattr(self, name, None)) for name in _HTML_FIELDS)
+        return html_table(type(self).__name__, [(n, v) for n, v in known if v is not None])
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Rebuilt from the message and attributes, so that errors cross process

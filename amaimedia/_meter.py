@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Literal, TypeAlias
 
+from ._html import html_table
 from ._models import Charge, Quote, SpendRequest
 from ._types import Units
 
@@ -109,6 +110,22 @@ class Meter:
             f"state={self.state!r}, cost_tokens={self.quote.cost_tokens}{charged})"
         )
 
+    def _repr_html_(self) -> str:
+        """What `repr()` shows, as a small HTML table for notebooks."""
+        rows: list[tuple[str, object]] = [
+            ("tool", self.tool),
+            ("units", self._units),
+            ("reference", self.reference),
+            ("state", self.state),
+            ("cost_tokens", self.quote.cost_tokens),
+        ]
+        if self.charge is not None:
+            rows += [
+                ("charged", self.charge.charged),
+                ("balance_after", self.charge.balance_after),
+            ]
+        return html_table(type(self).__name__, rows)
+
 
 @dataclass(frozen=True)
 class PendingSpend:
@@ -133,3 +150,10 @@ class PendingSpend:
     attempts: int
     last_error: str | None
     error_code: str | None
+
+    def _repr_html_(self) -> str:
+        """Every field as a small HTML table for notebooks."""
+        return html_table(
+            type(self).__name__,
+            [(field.name, getattr(self, field.name)) for field in fields(self)],
+        )

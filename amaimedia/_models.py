@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ._constants import MAX_REFERENCE_LENGTH
+from ._html import html_table
 from ._types import Units
 
 __all__ = ["Charge", "CheckRequest", "ErrorBody", "Quote", "SpendRequest"]
@@ -143,6 +144,10 @@ class _Response(BaseModel):
     # Frozen so a result can be shared and cached; extra fields are kept because the API
     # may add some before the SDK knows them.
     model_config = ConfigDict(frozen=True, extra="allow")
+
+    def _repr_html_(self) -> str:
+        """Every field, extra ones included, as a small HTML table for notebooks."""
+        return html_table(type(self).__name__, self)
 
 
 class Quote(_Response):
