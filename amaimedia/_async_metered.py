@@ -43,8 +43,9 @@ class AsyncMeteredBlock:
     """What `AsyncAmaiClient.metered()` returns: a context manager, and a decorator.
 
     As `async with aclient.metered(...) as meter:` it quotes on entry, runs the block,
-    and spends on a clean exit. As `@aclient.metered(...)` on a coroutine function, each
-    call is its own metered block.
+    and spends on a clean exit; `meter` is a [`Meter`][amaimedia.Meter]. As
+    `@aclient.metered(...)` on a coroutine function, each call is its own metered block.
+    Build it with `metered()`, not directly; one instance runs one block at a time.
     """
 
     def __init__(
@@ -99,8 +100,9 @@ class AsyncMeteredBlock:
         """Meter every call of `function`, each as its own block with its own reference.
 
         Raises:
-            TypeError: `function` is not a coroutine function, or a fixed reference was
-                given (every call after the first would be a free replay).
+            TypeError: This client meters only coroutine functions, and `function` is
+                not one; or a fixed reference was given (every call after the first
+                would be a free replay).
         """
         require_function(function, is_async=True, client="AsyncAmaiClient")
         derive = decorator_reference(self._reference)

@@ -45,8 +45,9 @@ class MeteredBlock:
     """What `AmaiClient.metered()` returns: a context manager, and a decorator.
 
     As `with client.metered(...) as meter:` it quotes on entry, runs the block,
-    and spends on a clean exit. As `@client.metered(...)` on a plain function, each
-    call is its own metered block.
+    and spends on a clean exit; `meter` is a [`Meter`][amaimedia.Meter]. As
+    `@client.metered(...)` on a plain function, each call is its own metered block.
+    Build it with `metered()`, not directly; one instance runs one block at a time.
     """
 
     def __init__(
@@ -101,8 +102,9 @@ class MeteredBlock:
         """Meter every call of `function`, each as its own block with its own reference.
 
         Raises:
-            TypeError: `function` is not a coroutine function, or a fixed reference was
-                given (every call after the first would be a free replay).
+            TypeError: This client meters only plain functions, and `function` is
+                not one; or a fixed reference was given (every call after the first
+                would be a free replay).
         """
         require_function(function, is_async=False, client="AmaiClient")
         derive = decorator_reference(self._reference)

@@ -80,7 +80,7 @@ class FakeAmaiServer:
         only a hash of it: the string returned is the only copy.
 
         Args:
-            balance: The tokens the account starts with, 0 or more.
+            balance: The tokens the account starts with, 0 or more; 10,000 by default.
 
         Returns:
             The new key, for `client()`, `async_client()` or an `Authorization` header.
