@@ -10,6 +10,7 @@ Fails (exit 1, one line per problem) when the wheel lacks `py.typed`, ships anyt
 from __future__ import annotations
 
 import ast
+import re
 import sys
 import tarfile
 import zipfile
@@ -21,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CLASSIFIERS_WANTED = ("Typing :: Typed", "Programming Language :: Python :: 3.10")
 EXTRAS_WANTED = ("aiohttp", "dev")
 URLS_WANTED = ("Homepage", "Documentation", "Changelog", "Source", "Issues")
+RELATIVE_LINK = re.compile(r"\]\((?!https?://|#)([^)]+)\)")
 
 
 def source_version() -> str:
@@ -44,8 +46,13 @@ def check_metadata(meta: Message, version: str) -> list[str]:
             problems.append(f"metadata lacks {field}")
     if meta["Description-Content-Type"] != "text/markdown":
         problems.append("the description is not the README as Markdown")
-    if "quote" not in (meta.get_payload() or ""):
+    description = str(meta.get_payload() or "")
+    if "quote" not in description:
         problems.append("the description body is empty or not the README")
+    # PyPI shows the README away from the repository, where a relative link leads nowhere.
+    problems += [
+        f"relative link in the README: {link}" for link in RELATIVE_LINK.findall(description)
+    ]
     classifiers = meta.get_all("Classifier") or []
     problems += [f"classifier missing: {c}" for c in CLASSIFIERS_WANTED if c not in classifiers]
     extras = meta.get_all("Provides-Extra") or []
