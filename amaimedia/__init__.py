@@ -11,6 +11,8 @@ with AmaiClient() as client:  # the key comes from AMAI_API_KEY
 ```
 """
 
+from typing import TYPE_CHECKING
+
 from ._async_client import AsyncAmaiClient
 from ._async_metered import AsyncMeteredBlock
 from ._client import AmaiClient
@@ -34,11 +36,15 @@ from ._models import Charge, CheckRequest, ErrorBody, Quote, SpendRequest
 from ._types import NOT_GIVEN, ErrorCode, NotGiven, TimeoutTypes, ToolName, Units
 from ._version import __version__
 
+if TYPE_CHECKING:
+    from ._aiohttp_transport import AiohttpTransport
+
 __all__ = [
     "APIConnectionError",
     "APIError",
     "APIResponseValidationError",
     "APITimeoutError",
+    "AiohttpTransport",
     "AmaiClient",
     "AmaiError",
     "AsyncAmaiClient",
@@ -68,10 +74,26 @@ __all__ = [
     "__version__",
 ]
 
+
+def __getattr__(name: str) -> object:
+    # The aiohttp transport loads when it is first used, not with the package.
+    if name == "AiohttpTransport":
+        from ._aiohttp_transport import AiohttpTransport
+
+        AiohttpTransport.__module__ = __name__
+        globals()[name] = AiohttpTransport
+        return AiohttpTransport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
 # Tracebacks, reprs and the API reference show the public path (amaimedia.Quote), not the
 # private module a class happens to live in.
 for _name in __all__:
-    _obj = globals()[_name]
+    _obj = globals().get(_name)
     if isinstance(_obj, type):
         _obj.__module__ = __name__
-del _name, _obj
+del _name, _obj, TYPE_CHECKING

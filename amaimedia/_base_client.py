@@ -218,7 +218,8 @@ class BaseClient(Generic[_HttpT]):
                 f"{type(self).__name__} is closed; create a new client to send requests"
             )
         content = body.model_dump_json()
-        logger.debug("POST %s %s", url.path, content)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("POST %s %s", url.path, content)
         return self._http.build_request(
             "POST",
             url,

@@ -14,7 +14,9 @@ import httpx
 
 from ._metered import MeteredBlock, replay_journal
 from ._base_client import BaseClient
-from ._config import ClientConfig
+from ._config import (
+    ClientConfig,
+)
 from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_AFTER, DEFAULT_TIMEOUT
 from ._exceptions import AmaiError
 from ._meter import PendingSpend
@@ -95,7 +97,10 @@ class AmaiClient(BaseClient[httpx.Client]):
         )
 
     def _new_http_client(self, config: ClientConfig) -> httpx.Client:
-        return httpx.Client(timeout=config.timeout, follow_redirects=False)
+        return httpx.Client(
+            timeout=config.timeout,
+            follow_redirects=False,
+        )
 
     def check(self, tool: ToolName | str, units: Units = 1) -> Quote:
         """Quote what `units` of `tool` would cost against the current balance.
@@ -126,7 +131,8 @@ class AmaiClient(BaseClient[httpx.Client]):
 
         Idempotent by `reference`: sending the same tool and reference again never
         charges twice, so a spend that failed with an unclear outcome can always be
-        repeated with the reference from `Charge.reference` or from the error.
+        repeated with the reference from `Charge.reference` or from the error. Every
+        `AmaiError` raised here carries the `reference` that was sent.
 
         Args:
             tool: The tool that did the work.
@@ -143,8 +149,6 @@ class AmaiClient(BaseClient[httpx.Client]):
             InsufficientCreditsError: The balance does not cover the cost.
             APIError: The server answered with another error.
             APIConnectionError: No usable answer, after the retries.
-
-            Every `AmaiError` raised here carries the `reference` that was sent.
         """
         request, reference = self._spend_request(tool, units, reference)
         try:
@@ -189,9 +193,10 @@ class AmaiClient(BaseClient[httpx.Client]):
         Raises:
             ValueError: An argument is impossible; nothing was sent.
             TypeError: An argument has the wrong type; nothing was sent.
-
-            On entry, the errors of `check()`; on exit, `SpendFailedError` when the spend
-            finally failed (its `__cause__` tells why, and it says how to replay).
+            InsufficientCreditsError: On entry, the balance does not cover the work; the
+                block does not run. Entry raises the other errors of `check()` too.
+            SpendFailedError: On exit, the work succeeded but its spend finally failed;
+                its `__cause__` tells why, and its message says how to replay it.
         """
         self._metered_arguments(tool, units, reference)
         return MeteredBlock(self, tool, units, reference)
@@ -228,15 +233,28 @@ class AmaiClient(BaseClient[httpx.Client]):
         return replay_journal(self)
 
     def _send(self, request: httpx.Request, parse: Callable[[httpx.Response], _T]) -> _T:
+        try:
+            return parse(self._attempt(request))
+        except AmaiError as exc:
+            if not self._retry_policy.retries(exc):
+                raise
+            failure: AmaiError | None = exc
         what = f"{request.method} {request.url.path}"
         for attempt in self._retry_policy.retrying(what, self._sleep):
             with attempt:
-                try:
-                    response = self._http.send(request, follow_redirects=False)
-                except httpx.RequestError as exc:
-                    raise connection_error(exc, request) from exc
-                return parse(response)
+                if failure is not None:
+                    # The first attempt, made above, failed: tenacity counts it as its
+                    # own, then waits and logs exactly as if it had made it.
+                    replayed, failure = failure, None
+                    raise replayed
+                return parse(self._attempt(request))
         raise AssertionError("unreachable: tenacity returns or raises")
+
+    def _attempt(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return self._http.send(request, follow_redirects=False)
+        except httpx.RequestError as exc:
+            raise connection_error(exc, request) from exc
 
     def close(self) -> None:
         """Close the client, and its connection pool unless that belongs to someone else.

@@ -14,6 +14,7 @@ import platform
 import sys
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Literal, TypeAlias
 
 import httpx
 
@@ -29,7 +30,10 @@ from ._exceptions import AmaiError
 from ._types import TimeoutTypes
 from ._version import __version__
 
-__all__ = ["ClientConfig"]
+__all__ = ["AsyncTransportName", "ClientConfig", "new_async_transport", "resolve_async_transport"]
+
+AsyncTransportName: TypeAlias = Literal["httpx", "aiohttp"]
+"""How an `AsyncAmaiClient`'s own pool sends requests: httpx's transport, or aiohttp's."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,33 @@ def resolve_max_retry_after(max_retry_after: float) -> float:
     if math.isnan(max_retry_after) or max_retry_after < 0:
         raise ValueError(f"max_retry_after must be 0 or more seconds, got {max_retry_after!r}")
     return float(max_retry_after)
+
+
+def resolve_async_transport(transport: object, http_client: object) -> AsyncTransportName:
+    """`"httpx"` or `"aiohttp"`; the latter only for a client that builds its own pool."""
+    if not isinstance(transport, str):
+        raise TypeError(f"transport must be 'httpx' or 'aiohttp', got {type(transport).__name__}")
+    if transport == "httpx":
+        return "httpx"
+    if transport != "aiohttp":
+        raise ValueError(f"transport must be 'httpx' or 'aiohttp', got {transport!r}")
+    if http_client is not None:
+        raise ValueError(
+            "transport='aiohttp' is for the client's own connection pool; to use aiohttp "
+            "with your own http_client, build it as "
+            "httpx.AsyncClient(transport=amaimedia.AiohttpTransport())"
+        )
+    return "aiohttp"
+
+
+def new_async_transport(transport: AsyncTransportName) -> httpx.AsyncBaseTransport | None:
+    """The transport for an async client's own pool; `None` for httpx's own."""
+    if transport == "httpx":
+        return None
+    # Imported here: aiohttp loads only for the clients that ask for it.
+    from ._aiohttp_transport import AiohttpTransport
+
+    return AiohttpTransport()
 
 
 def check_runtime(dangerously_allow_browser: bool) -> None:

@@ -95,7 +95,7 @@ ReferenceField = Annotated[str, PlainValidator(_validate_reference)]
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     @classmethod
     def from_arguments(cls: type[_M], **arguments: object) -> _M:
@@ -143,7 +143,7 @@ class SpendRequest(_Request):
 class _Response(BaseModel):
     # Frozen so a result can be shared and cached; extra fields are kept because the API
     # may add some before the SDK knows them.
-    model_config = ConfigDict(frozen=True, extra="allow")
+    model_config = ConfigDict(frozen=True, extra="allow", defer_build=True)
 
     def _repr_html_(self) -> str:
         """Every field, extra ones included, as a small HTML table for notebooks."""

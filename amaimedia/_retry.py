@@ -2,6 +2,12 @@
 
 The decisions are small pure functions (`should_retry`, `retry_wait`) that tests call
 directly; `RetryPolicy` wires them into tenacity for the sync and async clients.
+
+A request's first attempt is made without tenacity: almost every request succeeds at
+once, and a tenacity loop costs more than the rest of the SDK's own work on a call.
+Tenacity is imported, and its loop built, only after a failure worth retrying; the loop
+then counts that failure as its first attempt, so the waits, the number of attempts and
+the log lines are the same as if it had made every attempt itself.
 """
 
 from __future__ import annotations
@@ -9,13 +15,14 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, TypedDict
-
-import tenacity
+from typing import TYPE_CHECKING, Final, TypedDict
 
 from ._constants import INITIAL_RETRY_DELAY, MAX_RETRY_DELAY
 from ._exceptions import APIConnectionError, APIError
 from ._logging import logger
+
+if TYPE_CHECKING:
+    import tenacity
 
 __all__ = ["RETRYABLE_STATUS_CODES", "RetryPolicy", "retry_wait", "should_retry"]
 
@@ -68,15 +75,29 @@ class RetryPolicy:
     max_retries: int
     max_retry_after: float
 
+    def retries(self, first_failure: BaseException) -> bool:
+        """Whether a request whose first attempt raised `first_failure` is tried again.
+
+        The same decision tenacity makes after an attempt: worth retrying, and attempts
+        left. When it is `False`, the caller raises the failure as it is.
+        """
+        return self.max_retries > 0 and self._retry_exception(first_failure)
+
+    def _retry_exception(self, exc: BaseException) -> bool:
+        # should_retry is looked up at call time, so that tests can replace it.
+        return should_retry(exc, max_retry_after=self.max_retry_after)
+
     def _retry(self, state: tenacity.RetryCallState) -> bool:
         exc = _failure(state)
-        return exc is not None and should_retry(exc, max_retry_after=self.max_retry_after)
+        return exc is not None and self._retry_exception(exc)
 
     @staticmethod
     def _wait(state: tenacity.RetryCallState) -> float:
         return retry_wait(_failure(state), state.attempt_number, jitter=random.random())
 
     def _options(self, what: str) -> _TenacityOptions:
+        import tenacity
+
         def log(state: tenacity.RetryCallState) -> None:
             exc = _failure(state)
             seconds = state.next_action.sleep if state.next_action else 0.0
@@ -100,12 +121,16 @@ class RetryPolicy:
 
     def retrying(self, what: str, sleep: Callable[[float], None]) -> tenacity.Retrying:
         """A fresh tenacity loop for one sync request (`what` names it in log lines)."""
+        import tenacity
+
         return tenacity.Retrying(sleep=sleep, **self._options(what))
 
     def async_retrying(
         self, what: str, sleep: Callable[[float], Awaitable[None]]
     ) -> tenacity.AsyncRetrying:
         """A fresh tenacity loop for one async request (`what` names it in log lines)."""
+        import tenacity
+
         return tenacity.AsyncRetrying(sleep=sleep, **self._options(what))
 
 

@@ -3,8 +3,10 @@
     python scripts/unasync.py           # rewrite amaimedia/_client.py
     python scripts/unasync.py --check   # fail if amaimedia/_client.py is out of date
 
-Each rule replaces whole words only. The async file is the source of truth: edit it,
-then run this script.
+Each rule replaces whole words only. Lines that end with `# async only`, and the
+`transport` argument (the async client's choice of aiohttp) in signatures and docstrings,
+are left out of the sync twin. The async file is the source of truth: edit it, then run
+this script.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ PAIRS = [
 # Longest first, so that a rule never eats part of a longer one.
 RULES = [
     ("from collections.abc import Awaitable, Callable", "from collections.abc import Callable"),
+    ("from typing import Literal, TypeVar", "from typing import TypeVar"),
     ("Callable[[float], Awaitable[None]]", "Callable[[float], None]"),
     (
         "The asyncio client; `_client.py`, the sync one, is generated from this file.",
@@ -61,6 +64,12 @@ RULES = [
     ("aclose", "close"),
     ("aclient", "client"),
 ]
+ASYNC_ONLY = re.compile(
+    r"^.*  # async only\n"
+    # The argument in a signature (one line), or its entry in Args (and the lines under it).
+    r"|^ {8}transport: .*\n(?: {12}.*\n)*",
+    re.MULTILINE,
+)
 HEADER = (
     "# Generated from {source} by scripts/unasync.py: edit that file, then run the\n"
     "# script. scripts/test fails while this file is out of date.\n"
@@ -79,6 +88,7 @@ _NEW = dict(RULES)
 
 def unasync(source: str, name: str) -> str:
     """The sync twin of an async module's source."""
+    source = ASYNC_ONLY.sub("", source)
     return HEADER.format(source=name) + _PATTERN.sub(lambda match: _NEW[match.group(0)], source)
 
 

@@ -12,6 +12,7 @@ from typing_extensions import assert_type
 import amaimedia
 from amaimedia import (
     NOT_GIVEN,
+    AiohttpTransport,
     AmaiClient,
     AmaiError,
     AsyncAmaiClient,
@@ -89,6 +90,16 @@ async def async_usage() -> None:
         assert_type(await aclient.check("chat"), Quote)
         assert_type(await aclient.spend("chat"), Charge)
         assert_type(aclient.with_options(max_retry_after=10), AsyncAmaiClient)
+
+
+async def aiohttp_usage() -> None:
+    async with AsyncAmaiClient(transport="aiohttp") as aclient:
+        assert_type(await aclient.check("chat"), Quote)
+    AsyncAmaiClient(transport="uvloop")  # type: ignore[arg-type]
+    AmaiClient(transport="aiohttp")  # type: ignore[call-arg]
+    transport = AiohttpTransport(max_connections=10)
+    async with httpx.AsyncClient(transport=transport) as http:
+        assert_type(AsyncAmaiClient(http_client=http), AsyncAmaiClient)
 
 
 def names() -> None:

@@ -1,0 +1,512 @@
+"""How much the SDK costs beyond the network, measured against raw httpx in one run.
+
+    python benchmarks/run.py            # the full run, a few minutes; prints the table
+    python benchmarks/run.py --smoke    # every row once with tiny counts, a few seconds
+
+Each figure is measured side by side with its baseline: the two are interleaved, round
+after round, so that a noisy neighbour slows both, and each side keeps its best round
+(noise only ever adds time). Import times come from fresh interpreters, as the median of
+several. The table says, per row, whether its target is met; a full run exits with
+status 1 when one is not. A smoke run proves that every row still runs and judges none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from amaimedia import AmaiClient, AsyncAmaiClient, Charge, Quote
+
+HERE = Path(__file__).resolve().parent
+KEY = "amai_live_benchmark_0123456789abcdef"
+BASE_URL = "https://api.amaimedia.com"
+CONCURRENCY = 32
+QUOTE = json.dumps({"ok": True, "allowed": True, "cost_tokens": 5, "balance_after": 9995})
+CHARGE = json.dumps({"ok": True, "charged": 5, "balance_after": 9990})
+# The headers the SDK sets, for the raw baseline to send too.
+HEADERS = {
+    "Accept": "application/json",
+    "Content-Type": "application/json",
+    "Authorization": f"Bearer {KEY}",
+}
+CHECK_BODY = b'{"tool":"chat","units":1}'
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long each kind of measurement runs."""
+
+    rounds: int  # interleaved rounds per figure; each side keeps its best
+    calls: int  # calls per round, in process
+    seconds: float  # length of a round over loopback
+    imports: int  # fresh interpreters per import statement
+    memory: tuple[int, int]  # calls before the first and the second reading
+
+    @classmethod
+    def full(cls, rounds: int) -> Settings:
+        return cls(rounds=rounds, calls=2_000, seconds=1.5, imports=15, memory=(1_000, 50_000))
+
+    @classmethod
+    def smoke(cls) -> Settings:
+        return cls(rounds=1, calls=20, seconds=0.05, imports=1, memory=(100, 200))
+
+
+X = "\N{MULTIPLICATION SIGN}"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: the SDK's figure, its baseline's, and the target."""
+
+    figure: str
+    sdk: str
+    baseline: str
+    ratio: float | None
+    target: str
+    met: bool | None  # None: a figure given for reference, with no target
+
+    def cells(self, judged: bool) -> list[str]:
+        ratio = "" if self.ratio is None else f"{self.ratio:.2f}{X}"
+        if self.met is None:
+            result = "(reference)"
+        elif not judged:
+            result = "(smoke)"
+        else:
+            result = "met" if self.met else "**missed**"
+        return [self.figure, self.sdk, self.baseline, ratio, self.target, result]
+
+
+def at_most(figure: str, sdk: str, baseline: str, ratio: float, limit: float) -> Row:
+    return Row(figure, sdk, baseline, ratio, f"≤ {limit:.2f}{X}", ratio <= limit)
+
+
+def at_least(figure: str, sdk: str, baseline: str, ratio: float, limit: float) -> Row:
+    return Row(figure, sdk, baseline, ratio, f"≥ {limit:.2f}{X}", ratio >= limit)
+
+
+def reference(figure: str, sdk: str, baseline: str, ratio: float) -> Row:
+    return Row(figure, sdk, baseline, ratio, "", None)
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+
+def interleaved(
+    rounds: int, sides: dict[str, Callable[[], float]], best: Callable[[list[float]], float]
+) -> dict[str, float]:
+    """Run each side once per round, alternating the order; keep each side's best value."""
+    values: dict[str, list[float]] = {name: [] for name in sides}
+    names = list(sides)
+    for index in range(rounds):
+        for name in names if index % 2 == 0 else reversed(names):
+            values[name].append(sides[name]())
+    return {name: best(found) for name, found in values.items()}
+
+
+def per_call(function: Callable[[], object], calls: int) -> float:
+    """Microseconds per call of `function`, over `calls` calls after a short warm-up."""
+    for _ in range(min(calls, 50)):
+        function()
+    start = time.perf_counter()
+    for _ in range(calls):
+        function()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def mock_transport() -> httpx.MockTransport:
+    """Answers like the API, in process, with bodies built once."""
+    quote, charge = QUOTE.encode(), CHARGE.encode()
+    headers = [("content-type", "application/json")]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = quote if request.url.path.endswith("/check") else charge
+        return httpx.Response(200, headers=headers, content=body)
+
+    return httpx.MockTransport(handler)
+
+
+def in_process_rows(settings: Settings) -> list[Row]:
+    """`check()` and `metered()` through `httpx.MockTransport`: the SDK's own cost."""
+    transport = mock_transport()
+    raw = httpx.Client(transport=transport)
+    client = AmaiClient(api_key=KEY, http_client=httpx.Client(transport=transport))
+    check_url, spend_url = f"{BASE_URL}/api/v1/tools/check", f"{BASE_URL}/api/v1/tools/spend"
+
+    def raw_check() -> Quote:
+        return Quote.model_validate_json(
+            raw.post(check_url, content=CHECK_BODY, headers=HEADERS).content
+        )
+
+    def sdk_check() -> Quote:
+        return client.check("chat")
+
+    jobs = iter(range(10**9))
+
+    def raw_metered() -> Charge:
+        quote = raw_check()
+        assert quote.allowed
+        reference = f"job-{next(jobs)}"
+        body = f'{{"tool":"chat","units":1,"reference":"{reference}"}}'
+        answer = raw.post(spend_url, content=body, headers=HEADERS)
+        return Charge.model_validate_json(answer.content, context={"reference": reference})
+
+    def sdk_metered() -> None:
+        with client.metered("chat"):
+            pass
+
+    calls = settings.calls
+    checks = interleaved(
+        settings.rounds,
+        {"sdk": lambda: per_call(sdk_check, calls), "raw": lambda: per_call(raw_check, calls)},
+        min,
+    )
+    metered = interleaved(
+        settings.rounds,
+        {
+            "sdk": lambda: per_call(sdk_metered, calls // 2),
+            "raw": lambda: per_call(raw_metered, calls // 2),
+        },
+        min,
+    )
+    client.close()
+    raw.close()
+    return [
+        at_most(
+            "`check()` per call, `httpx.MockTransport`",
+            f"{checks['sdk']:.1f} µs",
+            f"{checks['raw']:.1f} µs: `httpx.Client.post` + `Quote.model_validate_json`",
+            checks["sdk"] / checks["raw"],
+            1.10,
+        ),
+        at_most(
+            "`metered()` block (check + spend), `httpx.MockTransport`",
+            f"{metered['sdk']:.1f} µs",
+            f"{metered['raw']:.1f} µs: the same two raw calls",
+            metered["sdk"] / metered["raw"],
+            1.15,
+        ),
+    ]
+
+
+# --- over loopback --------------------------------------------------------------------------
+
+
+@contextmanager
+def loopback_server() -> Iterator[tuple[str, str]]:
+    """The uvicorn server of `server.py` in a subprocess: yields its URL and its parser."""
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "server.py")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        port, parser = process.stdout.readline().split()
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):  # until uvicorn accepts
+            try:
+                httpx.post(url + "/api/v1/tools/check", content=b"{}", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        yield url, parser
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def sync_rate(call: Callable[[], object], seconds: float) -> float:
+    """Sequential calls per second for `seconds`, after a warm-up."""
+    for _ in range(20):
+        call()
+    count, start = 0, time.perf_counter()
+    deadline = start + seconds
+    while True:
+        call()
+        count += 1
+        now = time.perf_counter()
+        if now >= deadline:
+            return count / (now - start)
+
+
+async def async_rate(call: Callable[[], Awaitable[object]], seconds: float) -> float:
+    """Calls per second with `CONCURRENCY` tasks calling for `seconds`, after a warm-up."""
+    await asyncio.gather(*(call() for _ in range(2 * CONCURRENCY)))
+    count = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal count
+        while time.perf_counter() < deadline:
+            await call()
+            count += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return count / (time.perf_counter() - start)
+
+
+def sync_loopback(url: str, settings: Settings) -> dict[str, float]:
+    check_url = url + "/api/v1/tools/check"
+
+    def raw() -> float:
+        with httpx.Client() as http:
+            return sync_rate(
+                lambda: Quote.model_validate_json(
+                    http.post(check_url, content=CHECK_BODY, headers=HEADERS).content
+                ),
+                settings.seconds,
+            )
+
+    def sdk() -> float:
+        with AmaiClient(api_key=KEY, base_url=url) as client:
+            return sync_rate(lambda: client.check("chat"), settings.seconds)
+
+    return interleaved(settings.rounds, {"sdk": sdk, "raw": raw}, max)
+
+
+def async_loopback(url: str, settings: Settings) -> dict[str, float]:
+    import aiohttp
+
+    check_url = url + "/api/v1/tools/check"
+
+    async def raw_httpx() -> float:
+        async with httpx.AsyncClient() as http:
+
+            async def call() -> Quote:
+                answer = await http.post(check_url, content=CHECK_BODY, headers=HEADERS)
+                return Quote.model_validate_json(answer.content)
+
+            return await async_rate(call, settings.seconds)
+
+    async def raw_aiohttp() -> float:
+        async with aiohttp.ClientSession() as session:
+
+            async def call() -> Quote:
+                async with session.post(check_url, data=CHECK_BODY, headers=HEADERS) as answer:
+                    return Quote.model_validate_json(await answer.read())
+
+            return await async_rate(call, settings.seconds)
+
+    async def sdk(transport: Any) -> float:
+        async with AsyncAmaiClient(api_key=KEY, base_url=url, transport=transport) as client:
+            return await async_rate(lambda: client.check("chat"), settings.seconds)
+
+    sides: dict[str, Callable[[], float]] = {
+        "sdk": lambda: asyncio.run(sdk("aiohttp")),
+        "raw": lambda: asyncio.run(raw_httpx()),
+        "sdk_httpx": lambda: asyncio.run(sdk("httpx")),
+        "aiohttp": lambda: asyncio.run(raw_aiohttp()),
+    }
+    return interleaved(settings.rounds, sides, max)
+
+
+def loopback_rows(settings: Settings) -> tuple[list[Row], str]:
+    with loopback_server() as (url, parser):
+        sync = sync_loopback(url, settings)
+        rates = async_loopback(url, settings)
+    server = f"uvicorn {version('uvicorn')} ({parser}), one process"
+    async_figure = f"async `check()` at concurrency {CONCURRENCY} over loopback"
+    rows = [
+        at_least(
+            "sequential sync `check()` over loopback",
+            f"{sync['sdk']:,.0f} calls/s",
+            f"{sync['raw']:,.0f} calls/s: raw `httpx.Client`",
+            sync["sdk"] / sync["raw"],
+            0.90,
+        ),
+        at_least(
+            f'{async_figure}, `transport="aiohttp"`',
+            f"{rates['sdk']:,.0f} calls/s",
+            f"{rates['raw']:,.0f} calls/s: raw `httpx.AsyncClient`",
+            rates["sdk"] / rates["raw"],
+            2.5,
+        ),
+        reference(
+            f'{async_figure}, `transport="aiohttp"`, against the ceiling',
+            f"{rates['sdk']:,.0f} calls/s",
+            f"{rates['aiohttp']:,.0f} calls/s: raw `aiohttp`",
+            rates["sdk"] / rates["aiohttp"],
+        ),
+        reference(
+            f"{async_figure}, default transport (httpx's own)",
+            f"{rates['sdk_httpx']:,.0f} calls/s",
+            f"{rates['raw']:,.0f} calls/s: raw `httpx.AsyncClient`",
+            rates["sdk_httpx"] / rates["raw"],
+        ),
+    ]
+    return rows, server
+
+
+# --- import time ------------------------------------------------------------------------------
+
+IMPORT_TIMER = "import time; t = time.perf_counter(); import {}; print(time.perf_counter() - t)"
+
+
+def import_seconds(modules: str) -> float:
+    """Seconds that `import <modules>` takes in a fresh interpreter."""
+    out = subprocess.run(
+        [sys.executable, "-c", IMPORT_TIMER.format(modules)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=HERE,  # the installed package, as users import it
+    ).stdout
+    return float(out)
+
+
+def import_row(settings: Settings) -> Row:
+    times: dict[str, list[float]] = {"sdk": [], "raw": []}
+    for index in range(settings.imports):
+        order = ["sdk", "raw"] if index % 2 == 0 else ["raw", "sdk"]
+        for side in order:
+            modules = "amaimedia" if side == "sdk" else "httpx, pydantic, tenacity"
+            times[side].append(import_seconds(modules))
+    sdk, raw = statistics.median(times["sdk"]), statistics.median(times["raw"])
+    return at_most(
+        "`import amaimedia`, fresh interpreter (median)",
+        f"{sdk * 1000:.0f} ms",
+        f"{raw * 1000:.0f} ms: `import httpx, pydantic, tenacity`",
+        sdk / raw,
+        1.15,
+    )
+
+
+# --- memory -------------------------------------------------------------------------------------
+
+
+def memory_child(first: int, second: int) -> None:
+    """In a fresh interpreter: traced memory after `first` and after `second` calls."""
+    import gc
+    import tracemalloc
+
+    client = AmaiClient(api_key=KEY, http_client=httpx.Client(transport=mock_transport()))
+    tracemalloc.start()
+    readings = []
+    done = 0
+    for target in (first, second):
+        # A metered block is two calls: a check and a spend.
+        while done < target:
+            with client.metered("chat"):
+                pass
+            done += 2
+        gc.collect()
+        readings.append(tracemalloc.get_traced_memory()[0])
+    print(json.dumps(readings))
+
+
+def memory_row(settings: Settings) -> Row:
+    first, second = settings.memory
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-child", str(first), str(second)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    before, after = json.loads(out)
+    growth = after - before
+    return Row(
+        f"memory growth on one client, {first:,} to {second:,} calls (`metered()` blocks)",
+        f"{growth / 1024:+,.1f} KiB",
+        f"{before / 1024:,.0f} KiB traced after {first:,} calls",
+        None,
+        "growth < 1 MiB",
+        growth < 1024 * 1024,
+    )
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+
+def machine(server: str) -> list[str]:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    libraries = ", ".join(
+        f"{name} {version(name)}"
+        for name in ("amaimedia", "httpx", "httpcore", "pydantic", "tenacity", "aiohttp")
+    )
+    return [
+        f"- Machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        f"- Python {platform.python_version()} ({platform.python_implementation()}); {libraries}",
+        f"- Loopback server: {server}",
+    ]
+
+
+def table(rows: list[Row], judged: bool) -> list[str]:
+    header = ["Figure", "SDK", "Baseline, same run", "Ratio", "Target", "Result"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row.cells(judged)) + " |" for row in rows]
+    return lines
+
+
+GROUPS = ("in-process", "loopback", "import", "memory")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="every row once, tiny counts")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds per figure")
+    parser.add_argument(
+        "--only",
+        choices=GROUPS,
+        action="append",
+        help="run only these groups of rows (repeatable); all by default",
+    )
+    parser.add_argument("--memory-child", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        memory_child(*args.memory_child)
+        return 0
+    # Loopback traffic must not go through a proxy from the environment, on either side.
+    for name in list(os.environ):
+        if name.lower() in ("http_proxy", "https_proxy", "all_proxy"):
+            del os.environ[name]
+    settings = Settings.smoke() if args.smoke else Settings.full(args.rounds)
+    groups = args.only or GROUPS
+    started = time.perf_counter()
+    rows: list[Row] = []
+    server = "not run"
+    if "in-process" in groups:
+        rows += in_process_rows(settings)
+    if "loopback" in groups:
+        loopback, server = loopback_rows(settings)
+        rows += loopback
+    if "import" in groups:
+        rows.append(import_row(settings))
+    if "memory" in groups:
+        rows.append(memory_row(settings))
+    judged = not args.smoke
+    print("\n".join(table(rows, judged)))
+    print()
+    print("\n".join(machine(server)))
+    print(f"- {settings.rounds} rounds, best of each side; {time.perf_counter() - started:.0f} s")
+    missed = [row.figure for row in rows if row.met is False]
+    if judged and missed:
+        print(f"\nmissed: {'; '.join(missed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
