@@ -143,18 +143,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             # Made here, inside the running loop, which aiohttp binds it to.
             self._session = self._new_session()
         content = await request.aread()
-        # The body goes out whole, with its length, even when httpx meant to stream it.
-        headers = [
-            (name.decode("latin-1"), value.decode("latin-1"))
-            for name, value in request.headers.raw
-            if name.lower() != b"transfer-encoding"
-        ]
+        failure: httpx.TransportError | None = None
         try:
             async with self._session.request(
                 request.method,
                 str(request.url),
                 data=content or None,
-                headers=headers,
+                headers=_headers(request),
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=timeout.get("connect"), sock_read=timeout.get("read")
@@ -162,7 +157,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             ) as answer:
                 body = await answer.read()
         except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-            raise httpx_error(exc, request) from exc
+            failure = httpx_error(exc, request)
+        if failure is not None:
+            # Raised outside the except clause, so that aiohttp's exception is not chained:
+            # the locals of its frames hold the request headers, the API key among them.
+            raise failure
         version = answer.version or aiohttp.HttpVersion11
         return httpx.Response(
             status_code=answer.status,
@@ -173,6 +172,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 "reason_phrase": (answer.reason or "").encode("ascii", "replace"),
             },
         )
+
+
+def _headers(request: httpx.Request) -> list[tuple[str, str]]:
+    # The body goes out whole, with its length, even when httpx meant to stream it.
+    return [
+        (name.decode("latin-1"), value.decode("latin-1"))
+        for name, value in request.headers.raw
+        if name.lower() != b"transfer-encoding"
+    ]
 
 
 def httpx_error(exc: BaseException, request: httpx.Request) -> httpx.TransportError:

@@ -152,9 +152,10 @@ def resolve_timeout(timeout: TimeoutTypes) -> httpx.Timeout:
             f"timeout must be a number of seconds, an httpx.Timeout or None, "
             f"got {type(timeout).__name__}"
         )
-    if not math.isfinite(timeout) or timeout <= 0:
+    seconds = _as_float("timeout", timeout)
+    if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    return httpx.Timeout(timeout)
+    return httpx.Timeout(seconds)
 
 
 def resolve_max_retries(max_retries: int) -> int:
@@ -172,9 +173,20 @@ def resolve_max_retry_after(max_retry_after: float) -> float:
         raise TypeError(
             f"max_retry_after must be a number of seconds, got {type(max_retry_after).__name__}"
         )
-    if math.isnan(max_retry_after) or max_retry_after < 0:
+    seconds = _as_float("max_retry_after", max_retry_after)
+    if math.isnan(seconds) or seconds < 0:
         raise ValueError(f"max_retry_after must be 0 or more seconds, got {max_retry_after!r}")
-    return float(max_retry_after)
+    return seconds
+
+
+def _as_float(name: str, value: float) -> float:
+    """`value` as a float; an int beyond its range is a `ValueError` naming `name`."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(
+            f"{name} is beyond the range of a float: an int of {int(value).bit_length()} bits"
+        ) from None
 
 
 def resolve_async_transport(transport: object, http_client: object) -> AsyncTransportName:

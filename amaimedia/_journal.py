@@ -199,6 +199,11 @@ class SpendJournal:
 
 
 def _prepare(db: sqlite3.Connection) -> None:
+    # BEGIN IMMEDIATE takes the write lock before the file is inspected, so that clients
+    # opening a new journal at once take turns: none sees another's half-made schema. It
+    # also makes a file we could read but not write fail here, when the client is built,
+    # and not later when a spend needs it.
+    db.execute("BEGIN IMMEDIATE")
     version = db.execute("PRAGMA user_version").fetchone()[0]
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     ours = version == _SCHEMA_VERSION and "spends" in tables
@@ -207,17 +212,16 @@ def _prepare(db: sqlite3.Connection) -> None:
     check = db.execute("PRAGMA quick_check").fetchone()[0]
     if check != "ok":
         raise SpendJournalError(f"the database is damaged: {check}")
-    mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-    if mode != "wal":
-        raise SpendJournalError(f"it cannot be put in WAL mode (journal_mode is {mode})")
-    # BEGIN IMMEDIATE takes the write lock: a file we could read but not write fails here,
-    # when the client is built, and not later when a spend needs it.
-    db.execute("BEGIN IMMEDIATE")
     db.execute(_SCHEMA)
     db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
     cutoff = (datetime.now(timezone.utc) - _KEEP_DONE).isoformat()
     db.execute("DELETE FROM spends WHERE state = 'done' AND done_at < ?", (cutoff,))
     db.execute("COMMIT")
+    # The journal mode cannot change inside a transaction; it is set once it is known
+    # that the file is ours, and it stays set in the file.
+    mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if mode != "wal":
+        raise SpendJournalError(f"it cannot be put in WAL mode (journal_mode is {mode})")
 
 
 def _entry(row: tuple[object, ...]) -> _Entry:

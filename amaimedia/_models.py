@@ -56,7 +56,15 @@ def _validate_units(value: object) -> Units:
             "units must be a positive, finite int or float, got {kind}",
             {"kind": _kind(value)},
         )
-    if not math.isfinite(value) or value <= 0:
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int beyond the float range
+        raise PydanticCustomError(
+            "units_value",
+            "units is beyond the range of a float: an int of {bits} bits",
+            {"bits": int(value).bit_length()},
+        ) from None
+    if not finite or value <= 0:
         raise PydanticCustomError(
             "units_value",
             "units must be a positive, finite int or float, got {value}",

@@ -112,8 +112,13 @@ def _decode_body(response: httpx.Response) -> object:
     try:
         return json.loads(response.content)
     except (ValueError, RecursionError):
-        # httpx decodes text leniently: an unknown charset or broken bytes never raise.
+        pass
+    try:
+        # httpx decodes leniently: an unknown charset or broken bytes do not raise...
         return response.text
+    except UnicodeError:
+        # ...except for utf-16 and utf-32 without a byte order mark.
+        return response.content.decode("utf-8", errors="replace")
 
 
 def error_from_response(response: httpx.Response, body: object = None) -> APIError:
