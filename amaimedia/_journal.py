@@ -25,6 +25,7 @@ import os
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -217,9 +218,25 @@ def _prepare(db: sqlite3.Connection) -> None:
     cutoff = (datetime.now(timezone.utc) - _KEEP_DONE).isoformat()
     db.execute("DELETE FROM spends WHERE state = 'done' AND done_at < ?", (cutoff,))
     db.execute("COMMIT")
-    # The journal mode cannot change inside a transaction; it is set once it is known
-    # that the file is ours, and it stays set in the file.
-    mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    _use_wal(db)
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Put the journal in WAL mode, which then stays set in the file.
+
+    The mode cannot change inside a transaction, so this runs once the file is known to
+    be ours. The switch does not wait on the busy timeout: while another client holds
+    the write lock to create the schema, it fails at once, and is tried again here.
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
     if mode != "wal":
         raise SpendJournalError(f"it cannot be put in WAL mode (journal_mode is {mode})")
 

@@ -411,3 +411,38 @@ def test_jobs_killed_at_random_moments_are_each_charged_once(served: Served, spa
         f"{len(finished)} finished; replay charged {len(charges)}, "
         f"ledger {sum(charged_after.values())} rows for {len(journaled)} entries"
     )
+
+
+@pytest.mark.parametrize(
+    ("options", "step", "journaled", "charged"),
+    [
+        pytest.param(("--hold-in-check",), "checking", {}, [], id="before-the-block"),
+        pytest.param(("--work=60",), "working", {}, [], id="during-the-work"),
+        pytest.param(("--hold-after-done",), "done", {"job-1": "done"}, ["job-1"], id="after-it"),
+    ],
+)
+def test_a_job_killed_before_or_after_its_spend_leaves_nothing_to_replay(
+    served: Served,
+    spawn: Spawn,
+    options: tuple[str, ...],
+    step: str,
+    journaled: dict[str, str],
+    charged: list[str],
+) -> None:
+    """The kill points around the spend that the tests above leave out: while the check
+    is in flight (the block has not started), in the middle of the work, and after the
+    block ended. Before the spend nothing is journaled or charged; after it, the entry is
+    done. Either way a fresh process finds nothing to replay, and charges nothing."""
+    job = spawn("metered_job.py", str(served.journal), "job-1", *options, env=served.env)
+    job.wait_for(step)
+    job.kill()
+
+    assert states(served.journal) == journaled
+    assert served.charged() == charged
+    replayer = spawn("replay.py", str(served.journal), env=served.env)
+    result = json.loads(replayer.finish()[-1])
+
+    assert result == {"before": [], "charged": [], "after": []}
+    assert served.charged() == charged
+    assert served.spend_requests() == charged
+    assert served.fake.balance(served.key) == served.start_balance - DUB_COST * len(charged)

@@ -5,11 +5,12 @@ Usage: python metered_job.py JOURNAL REFERENCE [options]
 The key and the server come from `AMAI_API_KEY` and `AMAI_BASE_URL`. The job prints a
 line at each step so that the test can kill it at a known point:
 
+- `checking`: the check is about to go out; the block has not started.
 - `working`: inside the block; nothing is journaled yet.
 - `sending`: the spend is journaled and its request is about to go out.
 - `answered`: the server answered the spend; the entry is not marked done yet.
 - `retrying`: a failed attempt, waiting to retry.
-- `done`: the block ended and the spend was charged.
+- `done`: the block ended and the spend was charged (and, in the journal, marked done).
 
 Each `--hold-*` option makes the job wait at that step until it is killed.
 """
@@ -45,9 +46,15 @@ def main() -> int:
     parser.add_argument("--hold-before-spend", action="store_true")
     parser.add_argument("--hold-after-answer", action="store_true")
     parser.add_argument("--hold-retries", action="store_true")
+    parser.add_argument("--hold-in-check", action="store_true")
+    parser.add_argument("--hold-after-done", action="store_true")
     args = parser.parse_args()
 
     def on_request(request: httpx.Request) -> None:
+        if request.url.path.endswith("/check"):
+            say("checking")
+            if args.hold_in_check:
+                time.sleep(FOREVER)
         if request.url.path.endswith("/spend"):
             say("sending")
             time.sleep(FOREVER if args.hold_before_spend else args.pause_before_spend)
@@ -77,6 +84,8 @@ def main() -> int:
             say("working")
             time.sleep(args.work)
     say("done")
+    if args.hold_after_done:
+        time.sleep(FOREVER)
     return 0
 
 

@@ -1,0 +1,119 @@
+"""Use both clients hard, under faults, then exit: nothing may be left to clean up.
+
+Run as `python -X dev -W error exit_clean.py` with AMAI_API_KEY and AMAI_BASE_URL set to
+a `FakeAmaiServer` that has faults queued, and AMAI_TEST_JOURNAL / AMAI_TEST_TIMEOUT.
+16 threads share one `AmaiClient` with a spend journal, then 100 tasks share one
+`AsyncAmaiClient` with one, over httpx's transport and then over aiohttp's; every fourth
+block raises. Prints one JSON line: the references charged, the failed spends to replay
+(`[tool, units, reference]`), those never charged, and the connections each client still
+held after closing.
+
+Anything on stderr is a failure of the test that runs this: with `-X dev -W error`, an
+unclosed socket or transport, or a loop closed under a live connection, prints there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+import amaimedia._retry
+from amaimedia import AiohttpTransport, AmaiClient, AmaiError, AsyncAmaiClient, SpendFailedError
+
+THREADS, SYNC_BLOCKS, TASKS = 16, 48, 100
+
+
+class Planned(Exception):
+    """The work failing on purpose."""
+
+
+def record(outcome: dict[str, list[Any]], reference: str, exc: BaseException | None) -> None:
+    if exc is None:
+        outcome["charged"].append(reference)
+    elif isinstance(exc, SpendFailedError):
+        outcome["spend_failed"].append([exc.tool, exc.units, exc.reference])
+    elif isinstance(exc, Planned | AmaiError):
+        outcome["not_charged"].append(reference)
+    else:
+        raise exc
+
+
+def sync_part(outcome: dict[str, list[Any]], options: dict[str, Any]) -> int:
+    with AmaiClient(**options) as client:
+
+        def block(n: int) -> None:
+            reference = f"sync-{n}"
+            try:
+                with client.metered("chat", reference=reference):
+                    if n % 4 == 3:
+                        raise Planned(reference)
+            except (Planned, AmaiError) as exc:
+                record(outcome, reference, exc)
+            else:
+                record(outcome, reference, None)
+
+        with ThreadPoolExecutor(max_workers=THREADS) as pool:
+            list(pool.map(block, range(SYNC_BLOCKS)))
+    return len(client._http._transport._pool.connections)  # type: ignore[attr-defined]
+
+
+async def async_part(
+    outcome: dict[str, list[Any]], options: dict[str, Any], transport: Literal["httpx", "aiohttp"]
+) -> int:
+    # -X dev turns on asyncio's debug mode, which logs any step slower than 0.1 s: on a
+    # loaded machine that is noise, not a resource left open.
+    asyncio.get_running_loop().slow_callback_duration = 60.0
+    async with AsyncAmaiClient(**options, transport=transport) as client:
+        # Fewer blocks at once than the pool has connections: see the httpcore pool bug in
+        # tests/test_reliability_concurrency.py.
+        in_flight = asyncio.Semaphore(50)
+
+        async def block(n: int) -> None:
+            async with in_flight:
+                await one(n)
+
+        async def one(n: int) -> None:
+            reference = f"{transport}-{n}"
+            try:
+                async with client.metered("sfx", reference=reference):
+                    await asyncio.sleep(0)
+                    if n % 4 == 3:
+                        raise Planned(reference)
+            except (Planned, AmaiError) as exc:
+                record(outcome, reference, exc)
+            else:
+                record(outcome, reference, None)
+
+        await asyncio.gather(*(block(n) for n in range(TASKS)))
+    pool = client._http._transport
+    if isinstance(pool, AiohttpTransport):
+        return 0 if pool._session is None else 1  # its session holds its connections
+    return len(pool._pool.connections)  # type: ignore[attr-defined]
+
+
+def main() -> int:
+    # Milliseconds between retries, as in the test suites; the rules stay the same. (With
+    # setattr: _retry imports these names from _constants rather than exporting them.)
+    setattr(amaimedia._retry, "INITIAL_RETRY_DELAY", 0.001)  # noqa: B010
+    setattr(amaimedia._retry, "MAX_RETRY_DELAY", 0.004)  # noqa: B010
+    options = {
+        "timeout": float(os.environ["AMAI_TEST_TIMEOUT"]),
+        "max_retries": 2,
+        "max_retry_after": 1.0,
+        "spend_journal": os.environ["AMAI_TEST_JOURNAL"],
+    }
+    outcome: dict[str, list[Any]] = {"charged": [], "spend_failed": [], "not_charged": []}
+    pools = [sync_part(outcome, options), asyncio.run(async_part(outcome, options, "httpx"))]
+    if importlib.util.find_spec("aiohttp") is not None:  # the amaimedia[aiohttp] extra
+        pools.append(asyncio.run(async_part(outcome, options, "aiohttp")))
+    print(json.dumps({**outcome, "pools_after_close": pools}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
