@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Final
 
 import httpx
 
+from ._slots import DEFAULT_MAX_CONNECTIONS, ConnectionSlots
+
 if TYPE_CHECKING:
     import aiohttp
 
 __all__ = ["AiohttpTransport", "httpx_error"]
 
-DEFAULT_MAX_CONNECTIONS: Final = 100  # as httpx's own pool
 # As httpx: an idle connection is dropped after 5 s, before servers (uvicorn, nginx)
 # close it on their side and a request finds it dead.
 KEEPALIVE_EXPIRY: Final = 5.0
@@ -75,7 +76,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise ValueError(f"max_connections must be 1 or more, got {max_connections}")
         self._max_connections = max_connections
         # One slot per connection in use: waiting for a slot is httpx's pool timeout.
-        self._slots = asyncio.Semaphore(max_connections)
+        self._slots = ConnectionSlots(max_connections)
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
@@ -93,7 +94,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._closed:
             raise RuntimeError("this AiohttpTransport is closed")
         timeout = request.extensions.get("timeout", {})
-        await self._acquire_slot(request, timeout.get("pool"))
+        await self._slots.acquire(request)
         try:
             return await self._exchange(request, timeout)
         finally:
@@ -105,18 +106,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
-
-    async def _acquire_slot(self, request: httpx.Request, timeout: float | None) -> None:
-        if not self._slots.locked():
-            await self._slots.acquire()  # a free slot: returns at once
-            return
-        try:
-            await asyncio.wait_for(self._slots.acquire(), timeout)
-        except asyncio.TimeoutError:
-            raise httpx.PoolTimeout(
-                f"no free connection within {timeout} s; all {self._max_connections} are busy",
-                request=request,
-            ) from None
 
     def _new_session(self) -> aiohttp.ClientSession:
         import aiohttp

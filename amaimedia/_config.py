@@ -27,6 +27,7 @@ from ._constants import (
     SPEND_PATH,
 )
 from ._exceptions import AmaiError
+from ._slots import BoundedHTTPTransport
 from ._types import TimeoutTypes
 from ._version import __version__
 
@@ -206,10 +207,11 @@ def resolve_async_transport(transport: object, http_client: object) -> AsyncTran
     return "aiohttp"
 
 
-def new_async_transport(transport: AsyncTransportName) -> httpx.AsyncBaseTransport | None:
-    """The transport for an async client's own pool; `None` for httpx's own."""
+def new_async_transport(transport: AsyncTransportName) -> httpx.AsyncBaseTransport:
+    """The transport for an async client's own pool."""
     if transport == "httpx":
-        return None
+        # httpx's own, with requests queued outside its pool: see _slots.py.
+        return BoundedHTTPTransport()
     # Imported here: aiohttp loads only for the clients that ask for it.
     from ._aiohttp_transport import AiohttpTransport
 

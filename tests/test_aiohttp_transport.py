@@ -527,7 +527,7 @@ def test_cancelled_queued_requests_leave_no_slot_taken(fake: FakeAmaiServer, ser
             await asyncio.gather(*queued, return_exceptions=True)
             assert (await slow).status_code == 401
             assert (await http.post(url, content=b"{}")).status_code == 401
-            assert not transport._slots.locked()
+            assert transport._slots.in_use == 0
 
     run(main)
 

@@ -27,7 +27,8 @@ import httpcore
 import pytest
 
 import amaimedia._retry
-from amaimedia import AiohttpTransport, AmaiClient, AsyncAmaiClient
+from amaimedia import AiohttpTransport, AmaiClient, APITimeoutError, AsyncAmaiClient, Quote
+from amaimedia._slots import BoundedHTTPTransport
 from amaimedia.testing import FakeAmaiServer
 
 from .fakes import KEY
@@ -62,7 +63,10 @@ def shared_faults(fake: FakeAmaiServer, plan: BlockPlan) -> None:
 
 def pool_of(client: AmaiClient | AsyncAmaiClient) -> Any:
     """The httpcore connection pool inside the client's own httpx client."""
-    pool = client._http._transport._pool  # type: ignore[union-attr]
+    transport: Any = client._http._transport
+    if isinstance(transport, BoundedHTTPTransport):
+        transport = transport._inner
+    pool = transport._pool
     assert isinstance(pool, httpcore.ConnectionPool | httpcore.AsyncConnectionPool)
     return pool
 
@@ -70,9 +74,10 @@ def pool_of(client: AmaiClient | AsyncAmaiClient) -> Any:
 def assert_nothing_checked_out(client: AmaiClient | AsyncAmaiClient) -> None:
     """Every connection left in the pool is idle: none was leaked by a cut or a timeout."""
     transport = client._http._transport
-    if isinstance(transport, AiohttpTransport):
+    if isinstance(transport, AiohttpTransport | BoundedHTTPTransport):
         # One slot per connection in use: all of them free again.
-        assert transport._slots._value == transport._max_connections
+        assert transport._slots.in_use == 0
+    if isinstance(transport, AiohttpTransport):
         return
     pool = pool_of(client)
     assert pool.connections, "the pool was used"
@@ -167,17 +172,12 @@ def test_one_async_client_shared_by_500_tasks(
                 max_retry_after=MAX_RETRY_AFTER,
                 transport=transport,
             )
-            # Over aiohttp all 500 blocks run at once. Over httpx at most 64 do, fewer
-            # than the pool's 100 connections: past that, requests queue for a connection,
-            # and a 0.3 s pool timeout meets an httpcore bug that leaks pool slots (see
-            # test_a_cancelled_queued_request_leaks_no_pool_slot).
-            in_flight = asyncio.Semaphore(64 if transport == "httpx" else TASKS)
+            # All 500 blocks at once, on either transport: five times the pool's size.
             async with client:
 
                 async def one(plan: BlockPlan) -> None:
-                    async with in_flight:
-                        shared_faults(fake, plan)
-                        lane.results.append(await arun_block(client, plan))
+                    shared_faults(fake, plan)
+                    lane.results.append(await arun_block(client, plan))
 
                 await asyncio.gather(*(one(plan) for plan in plans))
                 fake.reset_faults()
@@ -208,23 +208,22 @@ def test_nothing_is_left_open_at_interpreter_exit(tmp_path: Path) -> None:
     assert result["not_charged"]
 
 
-@pytest.mark.xfail(strict=True, reason="httpcore bug, encode/httpcore#1093 (temporary)")
-def test_a_cancelled_queued_request_leaks_no_pool_slot() -> None:
-    """httpcore 1.0.9 (fix proposed in encode/httpcore#1099): a request cancelled while it
-    waits for a connection, just as one is assigned to it, leaves that connection in the
-    pool forever, CONNECTING and never used. Once the pool's 100 slots are such zombies,
-    every request of the AsyncAmaiClient fails with PoolTimeout, for good. Cancellation
-    comes from a TaskGroup, a timeout around a call, or the pool timeout itself: a burst
-    of 500 checks with timeout=0.3 kills the client on this machine. Remove the mark once
-    the SDK requires an httpcore with the fix."""
+def test_a_request_cancelled_while_queued_leaks_no_connection() -> None:
+    """httpcore 1.0.9 (encode/httpcore#1093): a request cancelled while it waits in the
+    pool's queue, just as a connection is assigned to it, leaves that connection
+    CONNECTING for good; once all 100 are lost, every request fails with PoolTimeout. The
+    SDK's async pool lets no more requests into httpcore than it has connections: the
+    others wait in the SDK's own slots, where cancelling one is harmless. Replayed here:
+    every connection busy, one more request queued, then all of them cancelled together."""
     fake = FakeAmaiServer()
     key = fake.create_key()
     # Every connection of the pool busy: the answers are held until the server stops.
     fake.fail_next("check", delay=30, times=POOL_SIZE)
 
-    async def main(base_url: str) -> list[str]:
+    async def main(base_url: str) -> tuple[list[str], int, Quote]:
         async with AsyncAmaiClient(api_key=key, base_url=base_url, max_retries=0) as client:
-            pool = pool_of(client)
+            transport = client._http._transport
+            assert isinstance(transport, BoundedHTTPTransport)
             queued: asyncio.Future[Any] | None = None
 
             async def hold(n: int) -> None:
@@ -240,17 +239,50 @@ def test_a_cancelled_queued_request_leaks_no_pool_slot() -> None:
             while len(fake.requests) < POOL_SIZE:
                 await asyncio.sleep(0.01)
             queued = asyncio.ensure_future(client.check("chat"))
-            while len(pool._requests) <= POOL_SIZE:
-                await asyncio.sleep(0.01)
-            for holder in holders:  # the first one's connection goes to the queued request
+            await asyncio.sleep(0.05)
+            assert not queued.done()
+            assert transport._slots.in_use == POOL_SIZE
+            for holder in holders:  # the first one's slot goes to the queued request
                 holder.cancel()
             await asyncio.gather(*holders, queued, return_exceptions=True)
-            return [connection.info() for connection in pool.connections]
+            left = [connection.info() for connection in pool_of(client).connections]
+            return left, transport._slots.in_use, await client.check("chat")
 
     with fake.serve() as base_url:
-        left = asyncio.run(main(base_url))
+        left, in_use, quote = asyncio.run(main(base_url))
 
-    assert "CONNECTING" not in left
+    assert "CONNECTING" not in " ".join(left)
+    assert in_use == 0
+    assert quote.allowed
+
+
+def test_a_burst_past_the_pool_with_a_short_timeout_leaves_the_client_working() -> None:
+    """500 checks at once with a 0.3 s timeout on httpx's pool: each one answers or times
+    out, and the client works afterwards. (On httpcore's own queue, this burst lost every
+    connection of the pool and left the client failing every call.)"""
+    fake = FakeAmaiServer()
+    key = fake.create_key()
+
+    async def main(base_url: str) -> tuple[list[object], Quote, int]:
+        async with AsyncAmaiClient(
+            api_key=key, base_url=base_url, timeout=0.3, max_retries=0
+        ) as client:
+            outcomes = await asyncio.gather(
+                *(client.check("chat") for _ in range(TASKS)), return_exceptions=True
+            )
+            after = await client.check("chat")
+            transport = client._http._transport
+            assert isinstance(transport, BoundedHTTPTransport)
+            return outcomes, after, transport._slots.in_use
+
+    with fake.serve() as base_url:
+        outcomes, after, in_use = asyncio.run(main(base_url))
+
+    unexpected = [o for o in outcomes if not isinstance(o, Quote | APITimeoutError)]
+    assert unexpected == []
+    assert any(isinstance(o, Quote) for o in outcomes)
+    assert after.allowed
+    assert in_use == 0
 
 
 # --- clients opening one fresh spend journal at the same moment ----------------------------
