@@ -27,7 +27,14 @@ import httpcore
 import pytest
 
 import amaimedia._retry
-from amaimedia import AiohttpTransport, AmaiClient, APITimeoutError, AsyncAmaiClient, Quote
+from amaimedia import (
+    AiohttpTransport,
+    AmaiClient,
+    APITimeoutError,
+    AsyncAmaiClient,
+    Quote,
+    SpendJournalError,
+)
 from amaimedia._slots import BoundedHTTPTransport
 from amaimedia.testing import FakeAmaiServer
 
@@ -406,3 +413,34 @@ def test_eight_threads_opening_new_journals_together(tmp_path: Path) -> None:
         for worker in workers:
             worker.join()
     assert failures == []
+
+
+def test_a_journal_that_cannot_switch_to_wal_is_refused_at_construction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only "database is locked" is waited out, and only for the busy timeout; any other
+    failure of the switch, or a lock held longer, is a SpendJournalError at once."""
+    journal = tmp_path / "spends.sqlite3"
+    monkeypatch.setattr("amaimedia._journal._BUSY_TIMEOUT_MS", 100)
+    holders: list[sqlite3.Connection] = []
+
+    def fail(sql: str) -> None:
+        if "journal_mode" not in sql:
+            return
+        if journal.name.startswith("io"):
+            raise sqlite3.OperationalError("disk I/O error")
+        if not holders:  # a lock held past the busy timeout
+            holders.append(real_connect(journal, isolation_level=None))
+            holders[0].execute("BEGIN IMMEDIATE")
+
+    real_connect = wrap_journal_connections(monkeypatch, fail)
+    messages = []
+    for name in ("io.sqlite3", "locked.sqlite3"):
+        journal = tmp_path / name
+        with pytest.raises(SpendJournalError) as info:
+            AmaiClient(api_key=KEY, spend_journal=journal)
+        messages.append(str(info.value))
+    holders[0].rollback()
+    holders[0].close()
+    assert "disk I/O error" in messages[0]
+    assert "database is locked" in messages[1]
