@@ -15,6 +15,7 @@ opening one new spend journal at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sqlite3
 import threading
@@ -393,7 +394,8 @@ def test_another_client_inside_its_creating_transaction_meanwhile(
         for holder in holders:
             holder.join()
     assert len(holders) == 1
-    assert sqlite3.connect(journal).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with contextlib.closing(sqlite3.connect(journal)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_eight_threads_opening_new_journals_together(tmp_path: Path) -> None:
