@@ -18,7 +18,8 @@ import httpx
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "BoundedHTTPTransport", "ConnectionSlots"]
 
-DEFAULT_MAX_CONNECTIONS: Final = 100  # httpx's own default
+DEFAULT_MAX_CONNECTIONS: Final = 100  # httpx's own defaults
+DEFAULT_MAX_KEEPALIVE: Final = 20
 
 
 class ConnectionSlots:
@@ -62,7 +63,11 @@ class BoundedHTTPTransport(httpx.AsyncBaseTransport):
     """
 
     def __init__(self, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
-        limits = httpx.Limits(max_connections=max_connections)
+        # httpx's own limits: keeping every connection alive is slower under load.
+        limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=min(DEFAULT_MAX_KEEPALIVE, max_connections),
+        )
         self._inner = httpx.AsyncHTTPTransport(limits=limits)
         self._slots = ConnectionSlots(max_connections)
 
