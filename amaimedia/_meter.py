@@ -103,15 +103,7 @@ class Meter:
             )
         self.state = "cancelled"
 
-    def __repr__(self) -> str:
-        charged = f", charged={self.charge.charged}" if self.charge is not None else ""
-        return (
-            f"Meter(tool={self.tool!r}, units={self._units!r}, reference={self.reference!r}, "
-            f"state={self.state!r}, cost_tokens={self.quote.cost_tokens}{charged})"
-        )
-
-    def _repr_html_(self) -> str:
-        """What `repr()` shows, as a small HTML table for notebooks."""
+    def _rows(self) -> list[tuple[str, object]]:
         rows: list[tuple[str, object]] = [
             ("tool", self.tool),
             ("units", self._units),
@@ -124,7 +116,18 @@ class Meter:
                 ("charged", self.charge.charged),
                 ("balance_after", self.charge.balance_after),
             ]
-        return html_table(type(self).__name__, rows)
+        return rows
+
+    def __repr__(self) -> str:
+        # One line: the balance stays for the notebook table.
+        shown = ", ".join(
+            f"{name}={value!r}" for name, value in self._rows() if name != "balance_after"
+        )
+        return f"Meter({shown})"
+
+    def _repr_html_(self) -> str:
+        """What `repr()` shows, and the balance after the charge, as an HTML table."""
+        return html_table(type(self).__name__, self._rows())
 
 
 @dataclass(frozen=True)
