@@ -30,14 +30,15 @@ from ._exceptions import (
     SpendFailedError,
     SpendJournalError,
 )
-from ._meter import Meter, MeterState, PendingSpend
+from ._journal import PendingSpend
+from ._meter import Meter, MeterState
 from ._metered import MeteredBlock
 from ._models import Charge, CheckRequest, ErrorBody, Quote, SpendRequest
 from ._types import NOT_GIVEN, ErrorCode, NotGiven, TimeoutTypes, ToolName, Units
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from ._aiohttp_transport import AiohttpTransport
+    from ._transports._aiohttp import AiohttpTransport
 
 __all__ = [
     "APIConnectionError",
@@ -78,7 +79,7 @@ __all__ = [
 def __getattr__(name: str) -> object:
     # The aiohttp transport loads when it is first used, not with the package.
     if name == "AiohttpTransport":
-        from ._aiohttp_transport import AiohttpTransport
+        from ._transports._aiohttp import AiohttpTransport
 
         AiohttpTransport.__module__ = __name__
         globals()[name] = AiohttpTransport

@@ -12,18 +12,15 @@ import httpx
 
 from ._async_metered import AsyncMeteredBlock, areplay_journal
 from ._base_client import BaseClient
-from ._config import (
-    ClientConfig,
-    new_async_transport,  # async only
-    resolve_async_transport,  # async only
-)
+from ._config import ClientConfig
 from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_AFTER, DEFAULT_TIMEOUT
 from ._exceptions import AmaiError
-from ._meter import PendingSpend
-from ._metering import ReferenceArgument
+from ._journal import PendingSpend
+from ._metered_base import ReferenceArgument
 from ._models import Charge, Quote
 from ._offload import run_in_thread
 from ._response import connection_error
+from ._transports import new_async_transport, resolve_async_transport  # async only
 from ._types import TimeoutTypes, ToolName, Units
 
 __all__ = ["AsyncAmaiClient"]
@@ -205,8 +202,8 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             SpendFailedError: On exit, the work succeeded but its spend finally failed;
                 its `__cause__` tells why, and its message says how to replay it.
         """
-        self._metered_arguments(tool, units, reference)
-        return AsyncMeteredBlock(self, tool, units, reference)
+        arguments = self._metered_arguments(tool, units, reference)
+        return AsyncMeteredBlock(self, arguments, self._journal)
 
     async def pending_spends(self) -> list[PendingSpend]:
         """The spends of this key in the spend journal that the server has not confirmed.
@@ -218,8 +215,7 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             AmaiError: The client keeps no spend journal.
             SpendJournalError: The journal cannot be read.
         """
-        journal = self._require_journal()
-        entries = await run_in_thread(journal.pending, self._journal_scope)
+        entries = await run_in_thread(self._require_journal().pending)
         return [entry.spend for entry in entries]
 
     async def replay_pending(self) -> list[Charge]:
@@ -237,7 +233,7 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             AmaiError: The client keeps no spend journal.
             SpendJournalError: The journal cannot be read.
         """
-        return await areplay_journal(self)
+        return await areplay_journal(self, self._require_journal())
 
     async def _send(self, request: httpx.Request, parse: Callable[[httpx.Response], _T]) -> _T:
         try:

@@ -1,7 +1,8 @@
 """Metered blocks in asyncio code; `_metered.py` is generated from this file.
 
 A metered block quotes, lets the caller's work run, then spends: exactly once, and never
-when the work failed. Everything that does no I/O lives in `_metering.py`.
+when the work failed. Everything that does no I/O lives in `_metered_base.py`, and the
+journal's rules in `_journal/_scoped.py`.
 """
 
 from __future__ import annotations
@@ -13,25 +14,19 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from ._exceptions import AmaiError
 from ._meter import Meter
-from ._metering import (
-    ReferenceArgument,
-    decorator_reference,
-    entry_spend_failed,
-    fixed_reference,
+from ._metered_base import (
+    MeteredArguments,
     insufficient_quote,
-    journal_add,
-    journal_done,
-    journal_failed,
     log_charge,
     require_function,
     spend_failed,
 )
 from ._models import Charge
 from ._offload import run_in_thread
-from ._types import Units
 
 if TYPE_CHECKING:
     from ._async_client import AsyncAmaiClient
+    from ._journal import ScopedJournal
 
 __all__ = ["AsyncMeteredBlock", "areplay_journal"]
 
@@ -51,30 +46,30 @@ class AsyncMeteredBlock:
     def __init__(
         self,
         client: AsyncAmaiClient,
-        tool: str,
-        units: Units,
-        reference: ReferenceArgument,
+        arguments: MeteredArguments,
+        journal: ScopedJournal | None,
     ) -> None:
         self._client = client
-        self._tool = tool
-        self._units = units
-        self._reference = reference
+        self._arguments = arguments
+        self._journal = journal
         self._meter: Meter | None = None
         self._running = False
 
     def __repr__(self) -> str:
-        return f"AsyncMeteredBlock(tool={self._tool!r}, units={self._units!r})"
+        arguments = self._arguments
+        return f"AsyncMeteredBlock(tool={arguments.tool!r}, units={arguments.units!r})"
 
     async def __aenter__(self) -> Meter:
         if self._running:
             raise RuntimeError(
                 "this metered block is already running; call metered() once per block"
             )
-        reference = fixed_reference(self._tool, self._units, self._reference)
-        quote = await self._client.check(self._tool, self._units)
+        tool, units = self._arguments.tool, self._arguments.units
+        reference = self._arguments.block_reference()
+        quote = await self._client.check(tool, units)
         if not quote.allowed:
-            raise insufficient_quote(self._tool, self._units, quote)
-        self._meter = Meter(self._tool, self._units, reference, quote)
+            raise insufficient_quote(tool, units, quote)
+        self._meter = Meter(tool, units, reference, quote)
         self._running = True
         return self._meter
 
@@ -94,7 +89,7 @@ class AsyncMeteredBlock:
             return
         if meter.state == "cancelled":
             return
-        await _charge(self._client, meter)
+        await _charge(self._client, self._journal, meter)
 
     def __call__(self, function: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
         """Meter every call of `function`, each as its own block with its own reference.
@@ -105,24 +100,22 @@ class AsyncMeteredBlock:
                 would be a free replay).
         """
         require_function(function, is_async=True, client="AsyncAmaiClient")
-        derive = decorator_reference(self._reference)
-        client, tool, units = self._client, self._tool, self._units
+        per_call = self._arguments.per_call()
+        client, journal = self._client, self._journal
 
         @functools.wraps(function)
         async def metered_call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-            reference = None if derive is None else derive(*args, **kwargs)
-            async with AsyncMeteredBlock(client, tool, units, reference):
+            async with AsyncMeteredBlock(client, per_call(*args, **kwargs), journal):
                 return await function(*args, **kwargs)
 
         return metered_call
 
 
-async def _charge(client: AsyncAmaiClient, meter: Meter) -> None:
+async def _charge(client: AsyncAmaiClient, journal: ScopedJournal | None, meter: Meter) -> None:
     meter.state = "charging"
-    journal = client._journal
     entry = owned = None
     if journal is not None:
-        entry = await run_in_thread(journal_add, journal, client._journal_scope, meter)
+        entry = await run_in_thread(journal.add, meter.tool, meter.units, meter.reference)
         # Claimed here, not in the worker thread: an interrupt between the two could
         # leave a claim that nobody releases. If a replay elsewhere holds the entry, this
         # spend still goes out (the server charges a reference once) and the replay
@@ -134,7 +127,7 @@ async def _charge(client: AsyncAmaiClient, meter: Meter) -> None:
     except AmaiError as exc:
         meter.state = "spend_failed"
         if owned is not None and journal is not None:
-            await run_in_thread(journal_failed, journal, owned, exc)
+            await run_in_thread(journal.failed, owned, exc)
         raise spend_failed(meter, exc, journaled=entry is not None) from exc
     except BaseException:
         # Interrupted mid-spend: the outcome is unknown. The entry stays pending, and its
@@ -146,15 +139,14 @@ async def _charge(client: AsyncAmaiClient, meter: Meter) -> None:
     meter.charge = charge
     meter.state = "charged"
     if owned is not None and journal is not None:
-        await run_in_thread(journal_done, journal, owned, charge)
+        await run_in_thread(journal.done, owned, charge)
     log_charge(meter, charge)
 
 
-async def areplay_journal(client: AsyncAmaiClient) -> list[Charge]:
-    """Send every pending spend of the client's journal; see `replay_pending()`."""
-    journal = client._require_journal()
+async def areplay_journal(client: AsyncAmaiClient, journal: ScopedJournal) -> list[Charge]:
+    """Send every pending spend of `journal` with `client`; see `replay_pending()`."""
     charges = []
-    for entry in await run_in_thread(journal.pending, client._journal_scope):
+    for entry in await run_in_thread(journal.pending):
         # Inline for the same reason as in _charge; a WAL read does not wait on writers.
         if not journal.claim_pending(entry.id):
             continue
@@ -162,12 +154,12 @@ async def areplay_journal(client: AsyncAmaiClient) -> list[Charge]:
         try:
             charge = await client.spend(spend.tool, spend.units, reference=spend.reference)
         except AmaiError as exc:
-            await run_in_thread(journal_failed, journal, entry.id, exc)
-            entry_spend_failed(spend, exc)
+            await run_in_thread(journal.failed, entry.id, exc)
+            journal.replay_failed(spend, exc)
             continue
         except BaseException:
             journal.release(entry.id)
             raise
-        await run_in_thread(journal_done, journal, entry.id, charge)
+        await run_in_thread(journal.done, entry.id, charge)
         charges.append(charge)
     return charges

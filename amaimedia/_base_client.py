@@ -26,7 +26,7 @@ from ._config import (
 )
 from ._exceptions import AmaiError
 from ._logging import configure_from_env, logger
-from ._metering import ReferenceArgument, check_reference_argument, journal_scope
+from ._metered_base import MeteredArguments, ReferenceArgument
 from ._models import Charge, CheckRequest, Quote, SpendRequest
 from ._references import new_reference
 from ._response import parse_response, request_id_of
@@ -34,7 +34,7 @@ from ._retry import RetryPolicy
 from ._types import NOT_GIVEN, NotGiven, TimeoutTypes, Units
 
 if TYPE_CHECKING:
-    from ._journal import SpendJournal
+    from ._journal import ScopedJournal, SpendJournal
 
 __all__ = ["BaseClient"]
 
@@ -52,7 +52,8 @@ class BaseClient(Generic[_HttpT]):
     _http: _HttpT
     _owns_http: bool
     _closed: bool
-    _journal: SpendJournal | None
+    _journal_backend: SpendJournal | None
+    _journal: ScopedJournal | None
 
     def __init__(
         self,
@@ -87,7 +88,7 @@ class BaseClient(Generic[_HttpT]):
                 f"http_client must be an httpx.{expected}, got {type(http_client).__name__}"
             )
         # Opened now, so that a journal that cannot be used fails before any work.
-        self._journal = None if spend_journal is None else _open_journal(spend_journal)
+        self._journal_backend = None if spend_journal is None else _open_journal(spend_journal)
         self._setup(config, http_client, owns_http=owns_http)
 
     def _setup(self, config: ClientConfig, http: _HttpT, *, owns_http: bool) -> None:
@@ -96,6 +97,15 @@ class BaseClient(Generic[_HttpT]):
         self._http = http
         self._owns_http = owns_http
         self._closed = False
+        # The metered blocks see the journal only through this: the backend, and the
+        # scope of this configuration's key and API in it (a with_options copy may
+        # carry another key).
+        self._journal = None
+        if self._journal_backend is not None:
+            from ._journal import ScopedJournal, journal_scope
+
+            scope = journal_scope(config.api_key.reveal(), config.base_url)
+            self._journal = ScopedJournal(self._journal_backend, scope)
 
     def _new_http_client(self, config: ClientConfig) -> _HttpT:
         raise NotImplementedError
@@ -123,7 +133,7 @@ class BaseClient(Generic[_HttpT]):
     @property
     def spend_journal(self) -> str | None:
         """The path of the spend journal, or `None` when the client keeps none."""
-        return None if self._journal is None else str(self._journal.path)
+        return None if self._journal is None else self._journal.location
 
     @property
     def is_closed(self) -> bool:
@@ -176,21 +186,13 @@ class BaseClient(Generic[_HttpT]):
         clone._setup(config, self._http, owns_http=False)
         return clone
 
-    def _metered_arguments(self, tool: str, units: Units, reference: ReferenceArgument) -> None:
-        # Checked when metered() is called, so a bad argument fails before any request,
-        # and a decorator with one fails at import time rather than at the first call.
-        if isinstance(reference, str):
-            SpendRequest.from_arguments(tool=tool, units=units, reference=reference)
-        else:
-            CheckRequest.from_arguments(tool=tool, units=units)
-            check_reference_argument(reference)
+    @staticmethod
+    def _metered_arguments(
+        tool: str, units: Units, reference: ReferenceArgument
+    ) -> MeteredArguments:
+        return MeteredArguments.validate(tool, units, reference)
 
-    @property
-    def _journal_scope(self) -> str:
-        # Derived when a journal needs it: a with_options copy may carry another key.
-        return journal_scope(self._config.api_key.reveal(), self._config.base_url)
-
-    def _require_journal(self) -> SpendJournal:
+    def _require_journal(self) -> ScopedJournal:
         if self._journal is None:
             raise AmaiError(
                 f"this {type(self).__name__} keeps no spend journal; "
@@ -255,10 +257,10 @@ class BaseClient(Generic[_HttpT]):
 
 
 def _open_journal(path: str | os.PathLike[str]) -> SpendJournal:
-    # Imported here: sqlite3 loads only for clients that keep a journal.
-    from ._journal import SpendJournal
+    # Imported here: the journal's backend loads only for clients that keep one.
+    from ._journal import open_journal
 
-    return SpendJournal(path)
+    return open_journal(path)
 
 
 def _log_response(response: httpx.Response) -> None:

@@ -14,13 +14,11 @@ import httpx
 
 from ._metered import MeteredBlock, replay_journal
 from ._base_client import BaseClient
-from ._config import (
-    ClientConfig,
-)
+from ._config import ClientConfig
 from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_AFTER, DEFAULT_TIMEOUT
 from ._exceptions import AmaiError
-from ._meter import PendingSpend
-from ._metering import ReferenceArgument
+from ._journal import PendingSpend
+from ._metered_base import ReferenceArgument
 from ._models import Charge, Quote
 from ._offload import run_inline
 from ._response import connection_error
@@ -198,8 +196,8 @@ class AmaiClient(BaseClient[httpx.Client]):
             SpendFailedError: On exit, the work succeeded but its spend finally failed;
                 its `__cause__` tells why, and its message says how to replay it.
         """
-        self._metered_arguments(tool, units, reference)
-        return MeteredBlock(self, tool, units, reference)
+        arguments = self._metered_arguments(tool, units, reference)
+        return MeteredBlock(self, arguments, self._journal)
 
     def pending_spends(self) -> list[PendingSpend]:
         """The spends of this key in the spend journal that the server has not confirmed.
@@ -211,8 +209,7 @@ class AmaiClient(BaseClient[httpx.Client]):
             AmaiError: The client keeps no spend journal.
             SpendJournalError: The journal cannot be read.
         """
-        journal = self._require_journal()
-        entries = run_inline(journal.pending, self._journal_scope)
+        entries = run_inline(self._require_journal().pending)
         return [entry.spend for entry in entries]
 
     def replay_pending(self) -> list[Charge]:
@@ -230,7 +227,7 @@ class AmaiClient(BaseClient[httpx.Client]):
             AmaiError: The client keeps no spend journal.
             SpendJournalError: The journal cannot be read.
         """
-        return replay_journal(self)
+        return replay_journal(self, self._require_journal())
 
     def _send(self, request: httpx.Request, parse: Callable[[httpx.Response], _T]) -> _T:
         try:

@@ -14,7 +14,6 @@ import platform
 import sys
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Literal, TypeAlias
 
 import httpx
 
@@ -27,14 +26,20 @@ from ._constants import (
     SPEND_PATH,
 )
 from ._exceptions import AmaiError
-from ._slots import BoundedHTTPTransport
 from ._types import TimeoutTypes
 from ._version import __version__
 
-__all__ = ["AsyncTransportName", "ClientConfig", "new_async_transport", "resolve_async_transport"]
-
-AsyncTransportName: TypeAlias = Literal["httpx", "aiohttp"]
-"""How an `AsyncAmaiClient`'s own pool sends requests: httpx's transport, or aiohttp's."""
+__all__ = [
+    "ClientConfig",
+    "check_runtime",
+    "is_loopback",
+    "resolve_api_key",
+    "resolve_base_url",
+    "resolve_max_retries",
+    "resolve_max_retry_after",
+    "resolve_timeout",
+    "user_agent",
+]
 
 
 @dataclass(frozen=True)
@@ -188,34 +193,6 @@ def _as_float(name: str, value: float) -> float:
         raise ValueError(
             f"{name} is beyond the range of a float: an int of {int(value).bit_length()} bits"
         ) from None
-
-
-def resolve_async_transport(transport: object, http_client: object) -> AsyncTransportName:
-    """`"httpx"` or `"aiohttp"`; the latter only for a client that builds its own pool."""
-    if not isinstance(transport, str):
-        raise TypeError(f"transport must be 'httpx' or 'aiohttp', got {type(transport).__name__}")
-    if transport == "httpx":
-        return "httpx"
-    if transport != "aiohttp":
-        raise ValueError(f"transport must be 'httpx' or 'aiohttp', got {transport!r}")
-    if http_client is not None:
-        raise ValueError(
-            "transport='aiohttp' is for the client's own connection pool; to use aiohttp "
-            "with your own http_client, build it as "
-            "httpx.AsyncClient(transport=amaimedia.AiohttpTransport())"
-        )
-    return "aiohttp"
-
-
-def new_async_transport(transport: AsyncTransportName) -> httpx.AsyncBaseTransport:
-    """The transport for an async client's own pool."""
-    if transport == "httpx":
-        # httpx's own, with requests queued outside its pool: see _slots.py.
-        return BoundedHTTPTransport()
-    # Imported here: aiohttp loads only for the clients that ask for it.
-    from ._aiohttp_transport import AiohttpTransport
-
-    return AiohttpTransport()
 
 
 def check_runtime(dangerously_allow_browser: bool) -> None:

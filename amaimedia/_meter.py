@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from datetime import datetime
 from typing import Literal, TypeAlias
 
 from ._html import html_table
 from ._models import Charge, Quote, SpendRequest
 from ._types import Units
 
-__all__ = ["Meter", "MeterState", "PendingSpend"]
+__all__ = ["Meter", "MeterState"]
 
 MeterState: TypeAlias = Literal[
     "running", "cancelled", "failed", "charging", "charged", "spend_failed"
@@ -128,35 +126,3 @@ class Meter:
     def _repr_html_(self) -> str:
         """What `repr()` shows, and the balance after the charge, as an HTML table."""
         return html_table(type(self).__name__, self._rows())
-
-
-@dataclass(frozen=True)
-class PendingSpend:
-    """A spend in the journal that the server has not confirmed yet.
-
-    Attributes:
-        tool: The tool that did the work.
-        units: The units to charge.
-        reference: The spend's idempotency key.
-        created_at: When the entry was first written (UTC).
-        attempts: How many times the spend was sent and failed.
-        last_error: The last failure, as `str(error)`, or `None` if none was recorded
-            (such as a process killed while the spend was in flight).
-        error_code: The stable error string of the last failure when the server gave
-            one (`"insufficient_credits"`): a rejection that a retry alone cannot fix.
-    """
-
-    tool: str
-    units: Units
-    reference: str
-    created_at: datetime
-    attempts: int
-    last_error: str | None
-    error_code: str | None
-
-    def _repr_html_(self) -> str:
-        """Every field as a small HTML table for notebooks."""
-        return html_table(
-            type(self).__name__,
-            [(field.name, getattr(self, field.name)) for field in fields(self)],
-        )

@@ -3,7 +3,8 @@
 """Metered blocks in blocking code, generated from `_async_metered.py`.
 
 A metered block quotes, lets the caller's work run, then spends: exactly once, and never
-when the work failed. Everything that does no I/O lives in `_metering.py`.
+when the work failed. Everything that does no I/O lives in `_metered_base.py`, and the
+journal's rules in `_journal/_scoped.py`.
 """
 
 from __future__ import annotations
@@ -15,25 +16,19 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from ._exceptions import AmaiError
 from ._meter import Meter
-from ._metering import (
-    ReferenceArgument,
-    decorator_reference,
-    entry_spend_failed,
-    fixed_reference,
+from ._metered_base import (
+    MeteredArguments,
     insufficient_quote,
-    journal_add,
-    journal_done,
-    journal_failed,
     log_charge,
     require_function,
     spend_failed,
 )
 from ._models import Charge
 from ._offload import run_inline
-from ._types import Units
 
 if TYPE_CHECKING:
     from ._client import AmaiClient
+    from ._journal import ScopedJournal
 
 __all__ = ["MeteredBlock", "replay_journal"]
 
@@ -53,30 +48,30 @@ class MeteredBlock:
     def __init__(
         self,
         client: AmaiClient,
-        tool: str,
-        units: Units,
-        reference: ReferenceArgument,
+        arguments: MeteredArguments,
+        journal: ScopedJournal | None,
     ) -> None:
         self._client = client
-        self._tool = tool
-        self._units = units
-        self._reference = reference
+        self._arguments = arguments
+        self._journal = journal
         self._meter: Meter | None = None
         self._running = False
 
     def __repr__(self) -> str:
-        return f"MeteredBlock(tool={self._tool!r}, units={self._units!r})"
+        arguments = self._arguments
+        return f"MeteredBlock(tool={arguments.tool!r}, units={arguments.units!r})"
 
     def __enter__(self) -> Meter:
         if self._running:
             raise RuntimeError(
                 "this metered block is already running; call metered() once per block"
             )
-        reference = fixed_reference(self._tool, self._units, self._reference)
-        quote = self._client.check(self._tool, self._units)
+        tool, units = self._arguments.tool, self._arguments.units
+        reference = self._arguments.block_reference()
+        quote = self._client.check(tool, units)
         if not quote.allowed:
-            raise insufficient_quote(self._tool, self._units, quote)
-        self._meter = Meter(self._tool, self._units, reference, quote)
+            raise insufficient_quote(tool, units, quote)
+        self._meter = Meter(tool, units, reference, quote)
         self._running = True
         return self._meter
 
@@ -96,7 +91,7 @@ class MeteredBlock:
             return
         if meter.state == "cancelled":
             return
-        _charge(self._client, meter)
+        _charge(self._client, self._journal, meter)
 
     def __call__(self, function: Callable[_P, _R]) -> Callable[_P, _R]:
         """Meter every call of `function`, each as its own block with its own reference.
@@ -107,24 +102,22 @@ class MeteredBlock:
                 would be a free replay).
         """
         require_function(function, is_async=False, client="AmaiClient")
-        derive = decorator_reference(self._reference)
-        client, tool, units = self._client, self._tool, self._units
+        per_call = self._arguments.per_call()
+        client, journal = self._client, self._journal
 
         @functools.wraps(function)
         def metered_call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-            reference = None if derive is None else derive(*args, **kwargs)
-            with MeteredBlock(client, tool, units, reference):
+            with MeteredBlock(client, per_call(*args, **kwargs), journal):
                 return function(*args, **kwargs)
 
         return metered_call
 
 
-def _charge(client: AmaiClient, meter: Meter) -> None:
+def _charge(client: AmaiClient, journal: ScopedJournal | None, meter: Meter) -> None:
     meter.state = "charging"
-    journal = client._journal
     entry = owned = None
     if journal is not None:
-        entry = run_inline(journal_add, journal, client._journal_scope, meter)
+        entry = run_inline(journal.add, meter.tool, meter.units, meter.reference)
         # Claimed here, not in the worker thread: an interrupt between the two could
         # leave a claim that nobody releases. If a replay elsewhere holds the entry, this
         # spend still goes out (the server charges a reference once) and the replay
@@ -136,7 +129,7 @@ def _charge(client: AmaiClient, meter: Meter) -> None:
     except AmaiError as exc:
         meter.state = "spend_failed"
         if owned is not None and journal is not None:
-            run_inline(journal_failed, journal, owned, exc)
+            run_inline(journal.failed, owned, exc)
         raise spend_failed(meter, exc, journaled=entry is not None) from exc
     except BaseException:
         # Interrupted mid-spend: the outcome is unknown. The entry stays pending, and its
@@ -148,15 +141,14 @@ def _charge(client: AmaiClient, meter: Meter) -> None:
     meter.charge = charge
     meter.state = "charged"
     if owned is not None and journal is not None:
-        run_inline(journal_done, journal, owned, charge)
+        run_inline(journal.done, owned, charge)
     log_charge(meter, charge)
 
 
-def replay_journal(client: AmaiClient) -> list[Charge]:
-    """Send every pending spend of the client's journal; see `replay_pending()`."""
-    journal = client._require_journal()
+def replay_journal(client: AmaiClient, journal: ScopedJournal) -> list[Charge]:
+    """Send every pending spend of `journal` with `client`; see `replay_pending()`."""
     charges = []
-    for entry in run_inline(journal.pending, client._journal_scope):
+    for entry in run_inline(journal.pending):
         # Inline for the same reason as in _charge; a WAL read does not wait on writers.
         if not journal.claim_pending(entry.id):
             continue
@@ -164,12 +156,12 @@ def replay_journal(client: AmaiClient) -> list[Charge]:
         try:
             charge = client.spend(spend.tool, spend.units, reference=spend.reference)
         except AmaiError as exc:
-            run_inline(journal_failed, journal, entry.id, exc)
-            entry_spend_failed(spend, exc)
+            run_inline(journal.failed, entry.id, exc)
+            journal.replay_failed(spend, exc)
             continue
         except BaseException:
             journal.release(entry.id)
             raise
-        run_inline(journal_done, journal, entry.id, charge)
+        run_inline(journal.done, entry.id, charge)
         charges.append(charge)
     return charges

@@ -38,8 +38,8 @@ from amaimedia import (
     RateLimitError,
     ServerError,
 )
-from amaimedia._aiohttp_transport import httpx_error
-from amaimedia._config import AsyncTransportName
+from amaimedia._transports import AsyncTransportName
+from amaimedia._transports._aiohttp import httpx_error
 from amaimedia.testing import FakeAmaiServer
 
 from .fakes import KEY, QUOTE, Action, LoopbackServer

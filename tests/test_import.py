@@ -17,8 +17,8 @@ import pytest
 LAZY = [
     "amaimedia.testing",
     "amaimedia._cli",
-    "amaimedia._journal",
-    "amaimedia._aiohttp_transport",
+    "amaimedia._journal._sqlite",
+    "amaimedia._transports._aiohttp",
     "sqlite3",
     "aiohttp",
     "tenacity",
@@ -55,11 +55,11 @@ with amaimedia.AmaiClient(api_key="amai_live_x", http_client=http) as client:
 @pytest.mark.parametrize(
     ("code", "loaded"),
     [
-        ("import amaimedia; amaimedia.AiohttpTransport", {"amaimedia._aiohttp_transport"}),
+        ("import amaimedia; amaimedia.AiohttpTransport", {"amaimedia._transports._aiohttp"}),
         (
             "import amaimedia\n"
             "amaimedia.AsyncAmaiClient(api_key='amai_live_x', transport='aiohttp')",
-            {"amaimedia._aiohttp_transport", "aiohttp"},
+            {"amaimedia._transports._aiohttp", "aiohttp"},
         ),
         ("import amaimedia.testing", {"amaimedia.testing"}),
     ],

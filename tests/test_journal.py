@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from amaimedia import AmaiError, Charge, Meter, SpendFailedError, SpendJournalError
-from amaimedia._journal import SpendJournal
+from amaimedia._journal._sqlite import SQLiteSpendJournal as SpendJournal
 
 from .conftest import Harness
 from .fakes import CHARGE, KEY, QUOTE, FakeAPI, error
@@ -196,7 +196,9 @@ def test_spend_journal_property_is_the_resolved_path(
 
     assert client.spend_journal == str(tmp_path.resolve() / "state/app/spends.sqlite3")
     assert (tmp_path / "state/app/spends.sqlite3").is_file()
-    assert repr(SpendJournal(client.spend_journal)) == f"SpendJournal({client.spend_journal!r})"
+    assert (
+        repr(SpendJournal(client.spend_journal)) == f"SQLiteSpendJournal({client.spend_journal!r})"
+    )
 
 
 # -- a spend that fails stays pending ----------------------------------------------------

@@ -26,7 +26,7 @@ from typing import IO, Any
 import pytest
 
 from amaimedia import AmaiClient, SpendFailedError
-from amaimedia._journal import SpendJournal
+from amaimedia._journal._sqlite import SQLiteSpendJournal as SpendJournal
 from amaimedia.testing import FakeAmaiServer
 
 from .conftest import Harness

@@ -37,7 +37,7 @@ from amaimedia import (
     Quote,
     SpendJournalError,
 )
-from amaimedia._slots import BoundedHTTPTransport
+from amaimedia._transports._bounded import BoundedHTTPTransport
 from amaimedia.testing import FakeAmaiServer
 
 from .fakes import KEY
@@ -427,7 +427,7 @@ def test_a_journal_that_cannot_switch_to_wal_is_refused_at_construction(
     """Only "database is locked" is waited out, and only for the busy timeout; any other
     failure of the switch, or a lock held longer, is a SpendJournalError at once."""
     journal = tmp_path / "spends.sqlite3"
-    monkeypatch.setattr("amaimedia._journal._BUSY_TIMEOUT_MS", 100)
+    monkeypatch.setattr("amaimedia._journal._sqlite._BUSY_TIMEOUT_MS", 100)
     holders: list[sqlite3.Connection] = []
 
     def fail(sql: str) -> None:

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from amaimedia import AsyncAmaiClient
-from amaimedia._slots import BoundedHTTPTransport, ConnectionSlots
+from amaimedia._transports._bounded import BoundedHTTPTransport, ConnectionSlots
 from amaimedia.testing import FakeAmaiServer
 
 URL = "http://127.0.0.1:9/"
@@ -72,7 +72,7 @@ def test_waiting_longer_than_the_pool_timeout_is_a_pool_timeout() -> None:
 
 
 def test_the_body_gives_its_slot_back_only_on_its_first_close() -> None:
-    from amaimedia._slots import _ReleasingStream
+    from amaimedia._transports._bounded import _ReleasingStream
 
     released = []
 

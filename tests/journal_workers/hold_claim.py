@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 
-from amaimedia._journal import SpendJournal
+from amaimedia._journal._sqlite import SQLiteSpendJournal as SpendJournal
 
 
 def main() -> int:

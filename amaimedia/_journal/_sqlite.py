@@ -1,20 +1,10 @@
-"""The opt-in spend journal: spends committed to disk before they are sent.
+"""The SQLite spend journal: one file, shared by every client and process that opens it.
 
-The dangerous window of a metered block lies between "the work finished" and "the
-server recorded the spend": a crash, an outage or a deploy there would lose the charge.
-With a journal, each spend is committed to an SQLite file before it is sent and marked
-done once the server confirmed it; whatever is still pending can be sent again later,
-from this process or another, with `replay_pending()`.
-
-Several processes may share one journal. SQLite's WAL mode and busy timeout serialize
-the writes. While a process sends a spend it holds a claim on the entry: an exclusive
-lock on one byte of a side file (`<journal>-claims`), at the entry's id. Another process
-skips a claimed entry. The operating system drops the locks of a process that dies, so
-what a killed process left behind can be replayed at once, with no lease to expire.
-
-Entries are scoped to the account and the API they were made for (a hash of the key and
-the base URL), so a journal shared by clients with different keys never replays one
-account's spend on another's.
+SQLite's WAL mode and busy timeout serialize the writes of several processes. While a
+process sends a spend it holds a claim on the entry: an exclusive lock on one byte of a
+side file (`<journal>-claims`), at the entry's id. Another process skips a claimed entry.
+The operating system drops the locks of a process that dies, so what a killed process
+left behind can be replayed at once, with no lease to expire.
 """
 
 from __future__ import annotations
@@ -27,15 +17,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from ._exceptions import APIError, SpendJournalError
-from ._meter import PendingSpend
-from ._types import Units
+from amaimedia._exceptions import APIError, SpendJournalError
+from amaimedia._types import Units
 
-__all__ = ["SpendJournal"]
+from ._protocol import EntryId, JournalEntry, PendingSpend
+
+__all__ = ["SQLiteSpendJournal"]
 
 _SCHEMA_VERSION = 1
 _BUSY_TIMEOUT_MS = 10_000
@@ -61,14 +51,10 @@ CREATE TABLE IF NOT EXISTS spends (
 """
 
 
-@dataclass(frozen=True)
-class _Entry:
-    id: int
-    spend: PendingSpend
-
-
-class SpendJournal:
+class SQLiteSpendJournal:
     """An SQLite file of spends, shared by every client (and process) that opens it.
+
+    The SQLite implementation of the `SpendJournal` protocol.
 
     Args:
         path: The file; `~` is expanded and missing parent directories are created.
@@ -90,7 +76,12 @@ class SpendJournal:
             raise SpendJournalError(f"cannot use {self.path} as a spend journal: {exc}") from exc
 
     def __repr__(self) -> str:
-        return f"SpendJournal({str(self.path)!r})"
+        return f"SQLiteSpendJournal({str(self.path)!r})"
+
+    @property
+    def location(self) -> str:
+        """The file's absolute path."""
+        return str(self.path)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -115,7 +106,7 @@ class SpendJournal:
         except sqlite3.Error as exc:
             raise SpendJournalError(f"cannot {what} the spend journal {self.path}: {exc}") from exc
 
-    def add(self, scope: str, tool: str, units: Units, reference: str) -> int:
+    def add(self, scope: str, tool: str, units: Units, reference: str) -> EntryId:
         """Commit a pending spend, and return its entry id.
 
         Writing the same `(scope, tool, reference)` again makes that entry pending again,
@@ -138,17 +129,17 @@ class SpendJournal:
         )
         return int(str(rows[0][0]))
 
-    def mark_done(self, entry_id: int, charged: int) -> None:
+    def mark_done(self, entry: EntryId, charged: int) -> None:
         """Record that the server confirmed the spend."""
         self._execute(
             "write",
             (
                 "UPDATE spends SET state = 'done', charged = ?, done_at = ? WHERE id = ?",
-                (charged, _now(), entry_id),
+                (charged, _now(), entry),
             ),
         )
 
-    def mark_failed(self, entry_id: int, error: BaseException) -> None:
+    def mark_failed(self, entry: EntryId, error: BaseException) -> None:
         """Record a failed attempt; the entry stays pending."""
         code = error.error if isinstance(error, APIError) else None
         self._execute(
@@ -156,11 +147,11 @@ class SpendJournal:
             (
                 "UPDATE spends SET attempts = attempts + 1, last_error = ?, error_code = ? "
                 "WHERE id = ?",
-                (str(error), code, entry_id),
+                (str(error), code, entry),
             ),
         )
 
-    def pending(self, scope: str) -> list[_Entry]:
+    def pending(self, scope: str) -> list[JournalEntry]:
         """The pending entries of one scope, oldest first."""
         rows = self._execute(
             "read",
@@ -172,31 +163,31 @@ class SpendJournal:
         )
         return [_entry(row) for row in rows]
 
-    def is_pending(self, entry_id: int) -> bool:
+    def is_pending(self, entry: EntryId) -> bool:
         """Whether an entry is still pending (another process may have finished it)."""
-        rows = self._execute("read", ("SELECT state FROM spends WHERE id = ?", (entry_id,)))
+        rows = self._execute("read", ("SELECT state FROM spends WHERE id = ?", (entry,)))
         return bool(rows) and rows[0][0] == "pending"
 
-    def claim_pending(self, entry_id: int) -> bool:
+    def claim_pending(self, entry: EntryId) -> bool:
         """Claim an entry if it is still pending; `False` if it is taken or settled."""
-        if not self.claim(entry_id):
+        if not self.claim(entry):
             return False
         try:
-            if self.is_pending(entry_id):
+            if self.is_pending(entry):
                 return True
         except BaseException:
-            self.release(entry_id)
+            self.release(entry)
             raise
-        self.release(entry_id)
+        self.release(entry)
         return False
 
-    def claim(self, entry_id: int) -> bool:
+    def claim(self, entry: EntryId) -> bool:
         """Take the exclusive right to send an entry; `False` if someone else holds it."""
-        return self._claims.acquire(entry_id)
+        return self._claims.acquire(entry)
 
-    def release(self, entry_id: int) -> None:
+    def release(self, entry: EntryId) -> None:
         """Give a claim back."""
-        self._claims.release(entry_id)
+        self._claims.release(entry)
 
 
 def _prepare(db: sqlite3.Connection) -> None:
@@ -241,7 +232,7 @@ def _use_wal(db: sqlite3.Connection) -> None:
         raise SpendJournalError(f"it cannot be put in WAL mode (journal_mode is {mode})")
 
 
-def _entry(row: tuple[object, ...]) -> _Entry:
+def _entry(row: tuple[object, ...]) -> JournalEntry:
     entry_id, tool, units, reference, created_at, attempts, last_error, error_code = row
     spend = PendingSpend(
         tool=str(tool),
@@ -252,7 +243,7 @@ def _entry(row: tuple[object, ...]) -> _Entry:
         last_error=None if last_error is None else str(last_error),
         error_code=None if error_code is None else str(error_code),
     )
-    return _Entry(id=int(str(entry_id)), spend=spend)
+    return JournalEntry(id=int(str(entry_id)), spend=spend)
 
 
 def _now() -> str:
@@ -279,7 +270,7 @@ class _Claims:
             self._held.add(entry_id)
             return True
 
-    def release(self, entry_id: int) -> None:
+    def release(self, entry_id: EntryId) -> None:
         with self._lock:
             if entry_id in self._held:
                 self._held.discard(entry_id)

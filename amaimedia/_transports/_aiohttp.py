@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 import httpx
 
-from ._slots import DEFAULT_MAX_CONNECTIONS, ConnectionSlots
+from ._bounded import DEFAULT_MAX_CONNECTIONS, ConnectionSlots
 
 if TYPE_CHECKING:
     import aiohttp
