@@ -236,22 +236,18 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         return await areplay_journal(self, self._require_journal())
 
     async def _send(self, request: httpx.Request, parse: Callable[[httpx.Response], _T]) -> _T:
-        try:
+        async def attempt() -> _T:
             return parse(await self._attempt(request))
+
+        try:
+            return await attempt()
         except AmaiError as exc:
             if not self._retry_policy.retries(exc):
                 raise
-            failure: AmaiError | None = exc
-        what = f"{request.method} {request.url.path}"
-        async for attempt in self._retry_policy.async_retrying(what, self._sleep):
-            with attempt:
-                if failure is not None:
-                    # The first attempt, made above, failed: tenacity counts it as its
-                    # own, then waits and logs exactly as if it had made it.
-                    replayed, failure = failure, None
-                    raise replayed
-                return parse(await self._attempt(request))
-        raise AssertionError("unreachable: tenacity returns or raises")
+            first_failure = exc
+        return await self._retry_policy.async_retry(
+            attempt, first_failure, sleep=self._sleep, what=f"{request.method} {request.url.path}"
+        )
 
     async def _attempt(self, request: httpx.Request) -> httpx.Response:
         try:

@@ -230,22 +230,18 @@ class AmaiClient(BaseClient[httpx.Client]):
         return replay_journal(self, self._require_journal())
 
     def _send(self, request: httpx.Request, parse: Callable[[httpx.Response], _T]) -> _T:
-        try:
+        def attempt() -> _T:
             return parse(self._attempt(request))
+
+        try:
+            return attempt()
         except AmaiError as exc:
             if not self._retry_policy.retries(exc):
                 raise
-            failure: AmaiError | None = exc
-        what = f"{request.method} {request.url.path}"
-        for attempt in self._retry_policy.retrying(what, self._sleep):
-            with attempt:
-                if failure is not None:
-                    # The first attempt, made above, failed: tenacity counts it as its
-                    # own, then waits and logs exactly as if it had made it.
-                    replayed, failure = failure, None
-                    raise replayed
-                return parse(self._attempt(request))
-        raise AssertionError("unreachable: tenacity returns or raises")
+            first_failure = exc
+        return self._retry_policy.retry(
+            attempt, first_failure, sleep=self._sleep, what=f"{request.method} {request.url.path}"
+        )
 
     def _attempt(self, request: httpx.Request) -> httpx.Response:
         try:

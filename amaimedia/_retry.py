@@ -3,11 +3,12 @@
 The decisions are small pure functions (`should_retry`, `retry_wait`) that tests call
 directly; `RetryPolicy` wires them into tenacity for the sync and async clients.
 
-A request's first attempt is made without tenacity: almost every request succeeds at
-once, and a tenacity loop costs more than the rest of the SDK's own work on a call.
-Tenacity is imported, and its loop built, only after a failure worth retrying; the loop
-then counts that failure as its first attempt, so the waits, the number of attempts and
-the log lines are the same as if it had made every attempt itself.
+A client makes a request's first attempt itself, without tenacity: almost every request
+succeeds at once, and building a tenacity loop costs more than the rest of the SDK's own
+work on a call. Only when that attempt fails in a way worth retrying does the client hand
+the request to `RetryPolicy.retry` (or `async_retry`), which imports tenacity and runs
+the rest: tenacity counts the failure the client saw as its own first attempt, so the
+waits, the attempt numbers and the log lines are those of a loop that made every attempt.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, TypedDict
+from typing import TYPE_CHECKING, Final, TypedDict, TypeVar
 
 from ._constants import INITIAL_RETRY_DELAY, MAX_RETRY_DELAY
 from ._exceptions import APIConnectionError, APIError
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     import tenacity
 
 __all__ = ["RETRYABLE_STATUS_CODES", "RetryPolicy", "retry_wait", "should_retry"]
+
+_T = TypeVar("_T")
 
 # 408 and 429 ask the client to come back later; 5xx are failures of the server or edge.
 # Retrying is safe on both endpoints: check never charges, spend is idempotent by reference.
@@ -119,19 +122,66 @@ class RetryPolicy:
             "reraise": True,
         }
 
-    def retrying(self, what: str, sleep: Callable[[float], None]) -> tenacity.Retrying:
-        """A fresh tenacity loop for one sync request (`what` names it in log lines)."""
+    def retry(
+        self,
+        attempt: Callable[[], _T],
+        first_failure: BaseException,
+        *,
+        sleep: Callable[[float], None],
+        what: str,
+    ) -> _T:
+        """Retry a sync request whose first attempt failed with `first_failure`.
+
+        Args:
+            attempt: Makes one more attempt: returns the result, or raises.
+            first_failure: What the client's own first attempt raised.
+            sleep: Waits between attempts.
+            what: Names the request in log lines (`POST /api/v1/tools/check`).
+
+        Returns:
+            The result of the first attempt that succeeds.
+
+        Raises:
+            AmaiError: The last failure, once no retry is left or worth making.
+        """
         import tenacity
 
-        return tenacity.Retrying(sleep=sleep, **self._options(what))
+        retrying = tenacity.Retrying(sleep=sleep, **self._options(what))
+        return retrying(_after(first_failure, attempt))
 
-    def async_retrying(
-        self, what: str, sleep: Callable[[float], Awaitable[None]]
-    ) -> tenacity.AsyncRetrying:
-        """A fresh tenacity loop for one async request (`what` names it in log lines)."""
+    async def async_retry(
+        self,
+        attempt: Callable[[], Awaitable[_T]],
+        first_failure: BaseException,
+        *,
+        sleep: Callable[[float], Awaitable[None]],
+        what: str,
+    ) -> _T:
+        """`retry` for an async request; `attempt` and `sleep` are awaited."""
         import tenacity
 
-        return tenacity.AsyncRetrying(sleep=sleep, **self._options(what))
+        following = _after(first_failure, attempt)
+
+        async def attempts() -> _T:
+            return await following()
+
+        retrying = tenacity.AsyncRetrying(sleep=sleep, **self._options(what))
+        return await retrying(attempts)
+
+
+def _after(first_failure: BaseException, attempt: Callable[[], _T]) -> Callable[[], _T]:
+    """`attempt`, except that its first call raises `first_failure` instead.
+
+    That first call is tenacity's attempt 1: the one the client already made.
+    """
+    made = [first_failure]
+
+    def call() -> _T:
+        if made:
+            raise made.pop()
+        return attempt()
+
+    return call
 
 
 def _failure(state: tenacity.RetryCallState) -> BaseException | None:

@@ -52,7 +52,7 @@ RULES = [
     ("between tasks", "between threads"),
     ("httpx.AsyncClient", "httpx.Client"),
     ("AsyncAmaiClient", "AmaiClient"),
-    ("async_retrying", "retrying"),
+    ("async_retry", "retry"),
     ("asyncio.sleep", "time.sleep"),
     ("import asyncio", "import time"),
     ("__aenter__", "__enter__"),
