@@ -21,11 +21,14 @@ they raise the builtin `ValueError` or `TypeError` before any request, as Python
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 import httpx
 
 from ._html import html_table
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "APIConnectionError",
@@ -111,6 +114,21 @@ def _rebuild(cls: type[AmaiError], message: str) -> AmaiError:
     return error
 
 
+class _AnswerDetails(TypedDict, total=False):
+    """What an error made from an HTTP answer carries besides its status."""
+
+    body: object
+    request_id: str | None
+    response: httpx.Response | None
+
+
+class _ErrorDetails(_AnswerDetails, total=False):
+    """What an `APIError` carries besides its status."""
+
+    error: str | None
+    retry_after: float | None
+
+
 class APIError(AmaiError):
     """The server answered with an error status.
 
@@ -136,23 +154,12 @@ class APIError(AmaiError):
     retry_after: float | None
 
     def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int,
-        error: str | None = None,
-        body: object = None,
-        request_id: str | None = None,
-        response: httpx.Response | None = None,
-        retry_after: float | None = None,
+        self, message: str, *, status_code: int, **details: Unpack[_ErrorDetails]
     ) -> None:
         super().__init__(message)
-        self.status_code = status_code
-        self.error = error
-        self.body = body
-        self.request_id = request_id
-        self.response = response
-        self.retry_after = retry_after
+        _keep_answer(self, status_code, details)
+        self.error = details.get("error")
+        self.retry_after = details.get("retry_after")
 
     def __str__(self) -> str:
         label = self.error or _reason_phrase(self.status_code)
@@ -188,23 +195,12 @@ class InsufficientCreditsError(APIError):
         message: str,
         *,
         status_code: int = 402,
-        error: str | None = "insufficient_credits",
-        body: object = None,
-        request_id: str | None = None,
-        response: httpx.Response | None = None,
-        retry_after: float | None = None,
         cost_tokens: int | None = None,
         balance: int | None = None,
+        **details: Unpack[_ErrorDetails],
     ) -> None:
-        super().__init__(
-            message,
-            status_code=status_code,
-            error=error,
-            body=body,
-            request_id=request_id,
-            response=response,
-            retry_after=retry_after,
-        )
+        details.setdefault("error", "insufficient_credits")
+        super().__init__(message, status_code=status_code, **details)
         self.cost_tokens = cost_tokens
         self.balance = balance
 
@@ -258,19 +254,10 @@ class APIResponseValidationError(AmaiError):
     response: httpx.Response | None
 
     def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int,
-        body: object = None,
-        request_id: str | None = None,
-        response: httpx.Response | None = None,
+        self, message: str, *, status_code: int, **details: Unpack[_AnswerDetails]
     ) -> None:
         super().__init__(message)
-        self.status_code = status_code
-        self.body = body
-        self.request_id = request_id
-        self.response = response
+        _keep_answer(self, status_code, details)
 
     def __str__(self) -> str:
         return f"{self.status_code}: {self.message}{self._context()}"
@@ -330,6 +317,16 @@ class SpendJournalError(AmaiError):
     journal, or in a place the process cannot write: the journal is never silently
     turned off.
     """
+
+
+def _keep_answer(
+    error: APIError | APIResponseValidationError, status_code: int, details: _AnswerDetails
+) -> None:
+    """Store on `error` what it knows of the answer it was made from."""
+    error.status_code = status_code
+    error.body = details.get("body")
+    error.request_id = details.get("request_id")
+    error.response = details.get("response")
 
 
 def _reason_phrase(status_code: int) -> str:

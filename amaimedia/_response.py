@@ -25,6 +25,7 @@ from ._exceptions import (
     InsufficientCreditsError,
     RateLimitError,
     ServerError,
+    _ErrorDetails,
 )
 from ._models import ErrorBody
 
@@ -139,8 +140,7 @@ def error_from_response(response: httpx.Response, body: object = None) -> APIErr
     elif not isinstance(body, dict | list):
         message += " (the answer is not JSON)"
     retry_after = parse_retry_after(response.headers)
-    common: dict[str, Any] = {
-        "status_code": status,
+    common: _ErrorDetails = {
         "error": details.error,
         "body": body,
         "request_id": request_id_of(response),
@@ -153,11 +153,15 @@ def error_from_response(response: httpx.Response, body: object = None) -> APIErr
             message += f"the balance is {details.balance}"
         message += "; top up at amaimedia.com/credits"
         return InsufficientCreditsError(
-            message, cost_tokens=details.cost_tokens, balance=details.balance, **common
+            message,
+            status_code=status,
+            cost_tokens=details.cost_tokens,
+            balance=details.balance,
+            **common,
         )
     if cls is RateLimitError and retry_after is not None:
         message += f"; the server asked to wait {retry_after:g} s"
-    return cls(message, **common)
+    return cls(message, status_code=status, **common)
 
 
 def parse_response(
