@@ -6,11 +6,11 @@ import os
 import threading
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypedDict
 
 import httpx
 
-from amaimedia import NOT_GIVEN, AmaiClient, AsyncAmaiClient, NotGiven, TimeoutTypes
+from amaimedia import AmaiClient, AsyncAmaiClient, TimeoutTypes
 
 from ._app import Outcome, RecordedRequest, handle
 from ._faults import FaultQueues, make_fault
@@ -18,9 +18,21 @@ from ._ledger import Account, Ledger, SpendRecord
 from ._pricing import DEFAULT_PRICES, merge_prices
 from ._transport import async_transport, sync_transport
 
-__all__ = ["FakeAmaiServer"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["ClientOptions", "FakeAmaiServer"]
 
 _DEFAULT_BALANCE: Final = 10_000
+
+
+class ClientOptions(TypedDict, total=False):
+    """The client settings that `FakeAmaiServer.client()` and `async_client()` pass on."""
+
+    timeout: TimeoutTypes
+    max_retries: int
+    max_retry_after: float
+    spend_journal: str | os.PathLike[str] | None
 
 
 class FakeAmaiServer:
@@ -265,72 +277,44 @@ class FakeAmaiServer:
         return async_transport(self._dispatch)
 
     def client(
-        self,
-        key: str,
-        *,
-        base_url: str = BASE_URL,
-        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
-        max_retries: int | NotGiven = NOT_GIVEN,
-        max_retry_after: float | NotGiven = NOT_GIVEN,
-        spend_journal: str | os.PathLike[str] | None = None,
+        self, key: str, *, base_url: str = BASE_URL, **options: Unpack[ClientOptions]
     ) -> AmaiClient:
         """An `AmaiClient` wired to this fake in process: no socket, no network.
+
+        ```python
+        with fake.client(key, max_retries=0, spend_journal="spends.sqlite3") as client:
+            client.spend("chat")
+        ```
 
         Args:
             key: The API key to send; one from `create_key()`, or any other string to
                 test how your code handles `AuthenticationError`.
             base_url: The URL the client reports; requests never leave the process.
-            timeout: As for `AmaiClient` (the client's default when left out).
-            max_retries: As for `AmaiClient`.
-            max_retry_after: As for `AmaiClient`.
-            spend_journal: As for `AmaiClient`: to test that your app replays what a
-                crash or an outage left pending.
+            **options: `timeout`, `max_retries`, `max_retry_after` and `spend_journal`,
+                as for `AmaiClient` (the client's defaults when left out). A journal
+                tests that your app replays what a crash or an outage left pending.
 
         Returns:
             The client. Closing it is good form, though it holds no connection.
         """
         http = httpx.Client(transport=self.transport())
-        options = _given(timeout=timeout, max_retries=max_retries, max_retry_after=max_retry_after)
-        return AmaiClient(
-            api_key=key,
-            base_url=base_url,
-            http_client=http,
-            spend_journal=spend_journal,
-            **options,
-        )
+        return AmaiClient(key, base_url=base_url, http_client=http, **options)
 
     def async_client(
-        self,
-        key: str,
-        *,
-        base_url: str = BASE_URL,
-        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
-        max_retries: int | NotGiven = NOT_GIVEN,
-        max_retry_after: float | NotGiven = NOT_GIVEN,
-        spend_journal: str | os.PathLike[str] | None = None,
+        self, key: str, *, base_url: str = BASE_URL, **options: Unpack[ClientOptions]
     ) -> AsyncAmaiClient:
         """An `AsyncAmaiClient` wired to this fake in process; see `client()`.
 
         Args:
             key: The API key to send.
             base_url: The URL the client reports; requests never leave the process.
-            timeout: As for `AsyncAmaiClient`.
-            max_retries: As for `AsyncAmaiClient`.
-            max_retry_after: As for `AsyncAmaiClient`.
-            spend_journal: As for `AsyncAmaiClient`.
+            **options: As for `client()`.
 
         Returns:
             The client; fault delays wait with `asyncio.sleep`.
         """
         http = httpx.AsyncClient(transport=self.async_transport())
-        options = _given(timeout=timeout, max_retries=max_retries, max_retry_after=max_retry_after)
-        return AsyncAmaiClient(
-            api_key=key,
-            base_url=base_url,
-            http_client=http,
-            spend_journal=spend_journal,
-            **options,
-        )
+        return AsyncAmaiClient(key, base_url=base_url, http_client=http, **options)
 
     def serve(self, *, port: int = 0) -> AbstractContextManager[str]:
         """Serve this fake over real HTTP on `127.0.0.1` for the length of a `with` block.
@@ -380,7 +364,3 @@ def _check_tokens(name: str, value: object, *, minimum: int) -> None:
         raise TypeError(f"{name} must be an int number of tokens, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be {minimum} or more tokens, got {value}")
-
-
-def _given(**options: Any) -> dict[str, Any]:
-    return {name: value for name, value in options.items() if not isinstance(value, NotGiven)}
