@@ -559,7 +559,7 @@ def test_fake_server_stops_on_sigterm(
         naps.append(seconds)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr("amaimedia._cli.sleep", sleep)
+    monkeypatch.setattr("amaimedia._cli._fake_server.sleep", sleep)
     monkeypatch.setattr(sys, "stdout", io.StringIO())
     assert main(["fake-server", "-v"]) == ExitCode.OK
     assert len(naps) == 1

@@ -1,0 +1,61 @@
+"""What the command prints: its output, its errors, and `--verbose` log lines."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from typing import Final
+
+from amaimedia._logging import install_stderr_handler, logger, remove_stderr_handler
+
+__all__ = ["PROG", "Console", "debug_logging"]
+
+PROG: Final = "amaimedia"
+_REDACTED: Final = "[API key]"
+
+
+class Console:
+    """Writes the command's output with the key blanked out.
+
+    The SDK never puts the key in a message; this guards against a server that echoes
+    it back in an error message or an extra field.
+    """
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+
+    def out(self, text: str) -> None:
+        """One line on stdout."""
+        print(text.replace(self._key, _REDACTED), flush=True)
+
+    def err(self, text: str, *, label: str = "error") -> None:
+        """One `amaimedia: <label>: <text>` line on stderr."""
+        print(f"{PROG}: {label}: {text}".replace(self._key, _REDACTED), file=sys.stderr)
+
+
+def fail(text: str) -> None:
+    """An error line for a failure found before there is a key to redact."""
+    print(f"{PROG}: error: {text}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def debug_logging(enabled: bool) -> Iterator[None]:
+    """With `--verbose`, the SDK's DEBUG lines go to stderr for this run.
+
+    They go through the SDK's own stderr handler, the one `AMAI_LOG` installs, so that
+    with both each line is printed once.
+    """
+    if not enabled:
+        yield
+        return
+    added = install_stderr_handler()
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if added is not None:
+            remove_stderr_handler(added)

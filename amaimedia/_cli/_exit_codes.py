@@ -1,0 +1,63 @@
+"""The command's exit statuses: one per class of failure, so that scripts can branch."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Final
+
+from amaimedia import (
+    AmaiError,
+    APIConnectionError,
+    AuthenticationError,
+    ForbiddenError,
+    InsufficientCreditsError,
+    RateLimitError,
+)
+from amaimedia._constants import ENV_API_KEY
+
+__all__ = ["ExitCode", "exit_code_for"]
+
+
+class ExitCode(IntEnum):
+    """The exit status of `amaimedia`, each with the meaning that `--help` lists.
+
+    `ExitCode.AUTH.meaning` is the line of the help text; the members are:
+    `OK` 0, `ERROR` 1, `USAGE` 2, `AUTH` 3, `INSUFFICIENT_CREDITS` 4, `FORBIDDEN` 5,
+    `RATE_LIMITED` 6, `CONNECTION` 7, `INTERRUPTED` 130.
+    """
+
+    meaning: str
+
+    def __new__(cls, value: int, meaning: str) -> ExitCode:
+        member = int.__new__(cls, value)
+        member._value_ = value
+        member.meaning = meaning
+        return member
+
+    OK = 0, "ok (check: the balance covers the cost)"
+    ERROR = 1, "other error: 5xx, unexpected answer, port in use"
+    USAGE = 2, "bad arguments or settings (such as --units 0); nothing was sent"
+    AUTH = 3, f"no API key, or the key was refused (401); see {ENV_API_KEY}"
+    INSUFFICIENT_CREDITS = 4, "insufficient credits (402), or check: not allowed"
+    FORBIDDEN = 5, "forbidden (403): suspended account or blocked region"
+    RATE_LIMITED = 6, "rate limited (429), after the retries"
+    CONNECTION = 7, "no answer: connection refused or reset, or timeout"
+    INTERRUPTED = 130, "interrupted (Ctrl-C)"
+
+
+# Most specific first: the first class that matches decides the exit status.
+_EXIT_BY_ERROR: Final[tuple[tuple[type[AmaiError], ExitCode], ...]] = (
+    (AuthenticationError, ExitCode.AUTH),
+    (InsufficientCreditsError, ExitCode.INSUFFICIENT_CREDITS),
+    (ForbiddenError, ExitCode.FORBIDDEN),
+    (RateLimitError, ExitCode.RATE_LIMITED),
+    (APIConnectionError, ExitCode.CONNECTION),
+)
+
+
+def exit_code_for(error: AmaiError) -> ExitCode:
+    """The exit status for a call that raised `error`."""
+    for error_class, code in _EXIT_BY_ERROR:
+        if isinstance(error, error_class):
+            return code
+    return ExitCode.ERROR
