@@ -1,4 +1,7 @@
-"""The asyncio client; `_client.py`, the sync one, is generated from this file."""
+"""`AsyncAmaiClient`: the client itself, with only the lines that wait on I/O.
+
+Everything else it shares with its twin lives once, in `_base_client.py`.
+"""
 
 from __future__ import annotations
 

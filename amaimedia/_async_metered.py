@@ -1,4 +1,4 @@
-"""Metered blocks in asyncio code; `_metered.py` is generated from this file.
+"""`AsyncMeteredBlock`, what `metered()` returns, and the replay of a spend journal.
 
 A metered block quotes, lets the caller's work run, then spends: exactly once, and never
 when the work failed. Everything that does no I/O lives in `_metered_base.py`, and the

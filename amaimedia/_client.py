@@ -1,6 +1,9 @@
 # Generated from _async_client.py by scripts/unasync.py: edit that file, then run the
 # script. scripts/test fails while this file is out of date.
-"""The synchronous client, generated from `_async_client.py`."""
+"""`AmaiClient`: the client itself, with only the lines that wait on I/O.
+
+Everything else it shares with its twin lives once, in `_base_client.py`.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 # Generated from _async_metered.py by scripts/unasync.py: edit that file, then run the
 # script. scripts/test fails while this file is out of date.
-"""Metered blocks in blocking code, generated from `_async_metered.py`.
+"""`MeteredBlock`, what `metered()` returns, and the replay of a spend journal.
 
 A metered block quotes, lets the caller's work run, then spends: exactly once, and never
 when the work failed. Everything that does no I/O lives in `_metered_base.py`, and the

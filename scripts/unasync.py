@@ -3,10 +3,16 @@
     python scripts/unasync.py           # rewrite amaimedia/_client.py
     python scripts/unasync.py --check   # fail if amaimedia/_client.py is out of date
 
-Each rule replaces whole words only. Lines that end with `# async only`, and the
-`transport` argument (the async client's choice of aiohttp) in signatures and docstrings,
-are left out of the sync twin. The async file is the source of truth: edit it, then run
-this script.
+Each rule replaces whole words or phrases only; docstrings in the async sources are
+worded so that these small rules make them right for the sync twin. Lines that end with
+`# async only`, and the `transport` argument (the async client's choice of aiohttp) in
+signatures and docstrings, are left out of the sync twin. The async file is the source
+of truth: edit it, then run this script.
+
+The script fails, in both modes, when a rule matches nothing in any async source (the
+code it was written for is gone: remove the rule), or when a generated file still holds
+a word of asyncio (`await`, `asyncio`, `coroutine`, ...): a docstring was reworded in a
+way no rule covers.
 """
 
 from __future__ import annotations
@@ -26,14 +32,6 @@ RULES = [
     ("from collections.abc import Awaitable, Callable", "from collections.abc import Callable"),
     ("from typing import Literal, TypeVar", "from typing import TypeVar"),
     ("Callable[[float], Awaitable[None]]", "Callable[[float], None]"),
-    (
-        "The asyncio client; `_client.py`, the sync one, is generated from this file.",
-        "The synchronous client, generated from `_async_client.py`.",
-    ),
-    (
-        "Metered blocks in asyncio code; `_metered.py` is generated from this file.",
-        "Metered blocks in blocking code, generated from `_async_metered.py`.",
-    ),
     ("import asyncio\nimport os\n", "import os\nimport time\n"),
     ("Callable[_P, Awaitable[_R]]", "Callable[_P, _R]"),
     (
@@ -54,11 +52,9 @@ RULES = [
     ("AsyncAmaiClient", "AmaiClient"),
     ("async_retry", "retry"),
     ("asyncio.sleep", "time.sleep"),
-    ("import asyncio", "import time"),
     ("__aenter__", "__enter__"),
     ("__aexit__", "__exit__"),
     ("async with ", "with "),
-    ("async for ", "for "),
     ("async def ", "def "),
     ("await ", ""),
     ("aclose", "close"),
@@ -86,29 +82,57 @@ _PATTERN = re.compile("|".join(_word(old) for old, _ in RULES))
 _NEW = dict(RULES)
 
 
-def unasync(source: str, name: str) -> str:
-    """The sync twin of an async module's source."""
+# Words that must not survive into a sync twin.
+LEFTOVER = re.compile(
+    r"\b(?:asyncio|async|await|awaited|awaitable|coroutines?|aclose|aenter|aexit)\b", re.I
+)
+
+
+def unasync(source: str, name: str, used: set[str] | None = None) -> str:
+    """The sync twin of an async module's source; the rules that matched go in `used`."""
     source = ASYNC_ONLY.sub("", source)
-    return HEADER.format(source=name) + _PATTERN.sub(lambda match: _NEW[match.group(0)], source)
+
+    def replace(match: re.Match[str]) -> str:
+        if used is not None:
+            used.add(match.group(0))
+        return _NEW[match.group(0)]
+
+    return HEADER.format(source=name) + _PATTERN.sub(replace, source)
+
+
+def leftovers(text: str) -> list[str]:
+    """`line N: ...` for each line of a generated file that still speaks of asyncio."""
+    return [
+        f"line {number}: {line.strip()}"
+        for number, line in enumerate(text.splitlines(), start=1)
+        if LEFTOVER.search(line)
+    ]
 
 
 def main(argv: list[str]) -> int:
     check = "--check" in argv
-    stale = []
+    stale, problems = [], []
+    used: set[str] = set()
     for source, target in PAIRS:
-        wanted = unasync(source.read_text(), source.name)
+        wanted = unasync(source.read_text(), source.name, used)
+        relative = target.relative_to(ROOT)
+        problems += [f"{relative}, {where}" for where in leftovers(wanted)]
         if target.exists() and target.read_text() == wanted:
             continue
         if check:
             stale.append(target)
         else:
             target.write_text(wanted)
-            print(f"wrote {target.relative_to(ROOT)}")
+            print(f"wrote {relative}")
+    problems += [
+        f"the rule {old!r} matches nothing: remove it" for old, _ in RULES if old not in used
+    ]
+    for problem in problems:
+        print(f"unasync: {problem}", file=sys.stderr)
     if stale:
         names = ", ".join(str(path.relative_to(ROOT)) for path in stale)
         print(f"out of date: {names}; run: python scripts/unasync.py", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if stale or problems else 0
 
 
 if __name__ == "__main__":
