@@ -183,7 +183,7 @@ class BaseClient(Generic[_HttpT]):
             ),
         )
         clone = copy.copy(self)
-        clone._setup(config, self._http, owns_http=False)
+        clone._setup(config, self._http, owns_http=False)  # noqa: SLF001 - our own class
         return clone
 
     @staticmethod
