@@ -3,8 +3,8 @@
     python scripts/inspect_dist.py dist
 
 Fails (exit 1, one line per problem) when the wheel lacks `py.typed`, ships anything from
-`tests/`, has incomplete metadata, or carries a version other than the one in
-`amaimedia/_version.py`; or when the sdist leaves out what a rebuild needs.
+`tests/`, has incomplete metadata or no LICENSE, or carries a version other than the one
+in `amaimedia/_version.py`; or when the sdist leaves out what a rebuild needs.
 """
 
 from __future__ import annotations
@@ -85,6 +85,8 @@ def check_wheel(path: Path, version: str) -> list[str]:
     for needed in ("amaimedia/testing/pytest_plugin.py", "amaimedia/_client.py"):
         if needed not in names:
             problems.append(f"{needed} is missing")
+    if not any(n.endswith(".dist-info/licenses/LICENSE") for n in names):
+        problems.append("the wheel does not ship the LICENSE")
     if "amaimedia = amaimedia._cli:main" not in entry_points:
         problems.append("the `amaimedia` command is not declared")
     if "amaimedia = amaimedia.testing.pytest_plugin" not in entry_points:
@@ -101,6 +103,7 @@ def check_sdist(path: Path) -> list[str]:
         "pyproject.toml",
         "README.md",
         "CHANGELOG.md",
+        "LICENSE",
         "amaimedia/py.typed",
         "tests/conftest.py",
     )
