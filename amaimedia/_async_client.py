@@ -9,7 +9,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import httpx
 
@@ -22,9 +22,18 @@ from ._journal import PendingSpend
 from ._metered_base import ReferenceArgument
 from ._models import Charge, Quote
 from ._offload import run_in_thread
-from ._response import connection_error
-from ._transports import new_async_transport, resolve_async_transport  # async only
+from ._response import (
+    connection_error,
+    dead_loop_error,  # async only
+)
+from ._transports import (
+    new_async_transport,
+    resolve_async_transport,  # async only
+)
 from ._types import TimeoutTypes, ToolName, Units
+
+if TYPE_CHECKING:
+    from ._transports import VerifyTypes
 
 __all__ = ["AsyncAmaiClient"]
 
@@ -53,8 +62,19 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             retrying (connection errors, timeouts, 408, 429, 5xx).
         max_retry_after: The longest `Retry-After`, in seconds, that the client waits
             for; a longer one raises at once.
-        http_client: An `httpx.AsyncClient` of your own (proxies, custom transports,
-            mocks). You keep ownership: the SDK does not close it.
+        total_timeout: The longest a whole call may take, in seconds, every attempt
+            and every wait between them included; `None` (the default) for no limit.
+        http_client: An `httpx.AsyncClient` of your own (custom transports, mocks).
+            You keep ownership: the SDK does not close it, and its proxies,
+            certificates and fork safety are yours to set.
+        verify: How the client's own pool checks certificates: `True` (against
+            `SSL_CERT_FILE` or `SSL_CERT_DIR` when set, else certifi's bundle), a CA
+            file or directory, an `ssl.SSLContext`, or `False` to check nothing.
+        proxy: A proxy URL for every `https://` request of the client's own pool,
+            instead of `HTTPS_PROXY` / `ALL_PROXY` / `NO_PROXY`. Plain `http://` (only
+            ever to the loopback) never goes through a proxy.
+        trust_env: Whether the client's own pool reads the proxy and certificate
+            variables above.
         transport: `"aiohttp"` sends the requests of the client's own pool with
             aiohttp (`pip install amaimedia[aiohttp]`): several times faster than
             httpx's own transport, the default `"httpx"`, with many requests in
@@ -85,8 +105,12 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         timeout: TimeoutTypes = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+        total_timeout: float | None = None,
         http_client: httpx.AsyncClient | None = None,
         transport: Literal["httpx", "aiohttp"] = "httpx",
+        verify: VerifyTypes = True,
+        proxy: str | httpx.URL | None = None,
+        trust_env: bool = True,
         spend_journal: str | os.PathLike[str] | None = None,
         dangerously_allow_browser: bool = False,
     ) -> None:
@@ -97,16 +121,33 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             timeout=timeout,
             max_retries=max_retries,
             max_retry_after=max_retry_after,
+            total_timeout=total_timeout,
             http_client=http_client,
+            verify=verify,
+            proxy=proxy,
+            trust_env=trust_env,
             spend_journal=spend_journal,
             dangerously_allow_browser=dangerously_allow_browser,
         )
 
-    def _new_http_client(self, config: ClientConfig) -> httpx.AsyncClient:
+    def _new_http_client(
+        self,
+        config: ClientConfig,
+        *,
+        verify: VerifyTypes,
+        proxy: str | httpx.URL | None,
+        trust_env: bool,
+    ) -> httpx.AsyncClient:
+        transport = new_async_transport(
+            name=self._transport_name,  # async only
+            verify=verify,
+            proxy=proxy,
+            trust_env=trust_env,
+        )
         return httpx.AsyncClient(
             timeout=config.timeout,
             follow_redirects=False,
-            transport=new_async_transport(self._transport_name),  # async only
+            transport=transport,
         )
 
     async def check(self, tool: ToolName | str, units: Units = 1) -> Quote:
@@ -239,7 +280,11 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         return await areplay_journal(self, self._require_journal())
 
     async def _send(self, request: httpx.Request, parse: Callable[[httpx.Response], _T]) -> _T:
+        deadline = self._deadline()
+
         async def attempt() -> _T:
+            if deadline is not None:
+                deadline.start_attempt(request, self._config.timeout)
             return parse(await self._attempt(request))
 
         try:
@@ -249,7 +294,11 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
                 raise
             first_failure = exc
         return await self._retry_policy.async_retry(
-            attempt, first_failure, sleep=self._sleep, what=f"{request.method} {request.url.path}"
+            attempt,
+            first_failure,
+            sleep=self._sleep,
+            what=f"{request.method} {request.url.path}",
+            deadline=deadline,
         )
 
     async def _attempt(self, request: httpx.Request) -> httpx.Response:
@@ -257,6 +306,9 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             return await self._http.send(request, follow_redirects=False)
         except httpx.RequestError as exc:
             raise connection_error(exc, request) from exc
+        except RuntimeError as exc:  # async only
+            # A pool of the caller's whose connections belong to an event loop that ended.
+            raise dead_loop_error(exc) from exc  # async only
 
     async def aclose(self) -> None:
         """Close the client, and its connection pool unless that belongs to someone else.

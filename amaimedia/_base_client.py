@@ -23,7 +23,9 @@ from ._config import (
     resolve_max_retries,
     resolve_max_retry_after,
     resolve_timeout,
+    resolve_total_timeout,
 )
+from ._deadline import Deadline
 from ._exceptions import AmaiError
 from ._logging import configure_from_env, logger
 from ._metered_base import MeteredArguments, ReferenceArgument
@@ -35,6 +37,7 @@ from ._types import NOT_GIVEN, NotGiven, TimeoutTypes, Units
 
 if TYPE_CHECKING:
     from ._journal import ScopedJournal, SpendJournal
+    from ._transports import VerifyTypes
 
 __all__ = ["BaseClient"]
 
@@ -63,7 +66,11 @@ class BaseClient(Generic[_HttpT]):
         timeout: TimeoutTypes,
         max_retries: int,
         max_retry_after: float,
+        total_timeout: float | None,
         http_client: _HttpT | None,
+        verify: VerifyTypes,
+        proxy: str | httpx.URL | None,
+        trust_env: bool,
         spend_journal: str | os.PathLike[str] | None,
         dangerously_allow_browser: bool,
     ) -> None:
@@ -75,12 +82,20 @@ class BaseClient(Generic[_HttpT]):
             timeout=timeout,
             max_retries=max_retries,
             max_retry_after=max_retry_after,
+            total_timeout=total_timeout,
         )
         if http_client is None:
-            http_client = self._new_http_client(config)
+            http_client = self._new_http_client(
+                config, verify=verify, proxy=proxy, trust_env=trust_env
+            )
             owns_http = True
         elif isinstance(http_client, self._http_client_class):
-            # A client passed in belongs to the caller, who closes it.
+            # A client passed in belongs to the caller, who closes it, and configures it.
+            if verify is not True or proxy is not None or trust_env is not True:
+                raise ValueError(
+                    "verify, proxy and trust_env configure the client's own connection "
+                    "pool; with http_client=..., set them on your httpx client instead"
+                )
             owns_http = False
         else:
             expected = self._http_client_class.__name__
@@ -107,7 +122,14 @@ class BaseClient(Generic[_HttpT]):
             scope = journal_scope(config.api_key.reveal(), config.base_url)
             self._journal = ScopedJournal(self._journal_backend, scope)
 
-    def _new_http_client(self, config: ClientConfig) -> _HttpT:
+    def _new_http_client(
+        self,
+        config: ClientConfig,
+        *,
+        verify: VerifyTypes,
+        proxy: str | httpx.URL | None,
+        trust_env: bool,
+    ) -> _HttpT:
         raise NotImplementedError
 
     @property
@@ -131,6 +153,11 @@ class BaseClient(Generic[_HttpT]):
         return self._config.max_retry_after
 
     @property
+    def total_timeout(self) -> float | None:
+        """The longest a call may take, every retry and wait included; `None` for no limit."""
+        return self._config.total_timeout
+
+    @property
     def spend_journal(self) -> str | None:
         """The path of the spend journal, or `None` when the client keeps none."""
         return None if self._journal is None else self._journal.location
@@ -148,6 +175,7 @@ class BaseClient(Generic[_HttpT]):
         timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
         max_retries: int | NotGiven = NOT_GIVEN,
         max_retry_after: float | NotGiven = NOT_GIVEN,
+        total_timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> _ClientT:
         """Return a copy with some settings changed, sharing this client's connection pool.
 
@@ -160,6 +188,8 @@ class BaseClient(Generic[_HttpT]):
             timeout: Another timeout; `None` turns the timeout off.
             max_retries: Another number of retries; `0` turns retrying off.
             max_retry_after: Another cap on the server's `Retry-After`, in seconds.
+            total_timeout: Another limit for a whole call, retries and waits included;
+                `None` turns it off.
 
         Returns:
             A new client of the same class.
@@ -181,6 +211,11 @@ class BaseClient(Generic[_HttpT]):
                 if isinstance(max_retry_after, NotGiven)
                 else resolve_max_retry_after(max_retry_after)
             ),
+            total_timeout=(
+                old.total_timeout
+                if isinstance(total_timeout, NotGiven)
+                else resolve_total_timeout(total_timeout)
+            ),
         )
         clone = copy.copy(self)
         clone._setup(config, self._http, owns_http=False)  # noqa: SLF001 - our own class
@@ -199,6 +234,11 @@ class BaseClient(Generic[_HttpT]):
                 "create it with spend_journal='path/to/spends.sqlite3'"
             )
         return self._journal
+
+    def _deadline(self) -> Deadline | None:
+        """The deadline of a call starting now, when the client has a `total_timeout`."""
+        seconds = self._config.total_timeout
+        return None if seconds is None else Deadline(seconds)
 
     def _check_request(self, tool: str, units: Units) -> httpx.Request:
         body = CheckRequest.from_arguments(tool=tool, units=units)

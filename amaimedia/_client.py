@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 
@@ -24,8 +24,16 @@ from ._journal import PendingSpend
 from ._metered_base import ReferenceArgument
 from ._models import Charge, Quote
 from ._offload import run_inline
-from ._response import connection_error
+from ._response import (
+    connection_error,
+)
+from ._transports import (
+    new_transport,
+)
 from ._types import TimeoutTypes, ToolName, Units
+
+if TYPE_CHECKING:
+    from ._transports import VerifyTypes
 
 __all__ = ["AmaiClient"]
 
@@ -54,8 +62,19 @@ class AmaiClient(BaseClient[httpx.Client]):
             retrying (connection errors, timeouts, 408, 429, 5xx).
         max_retry_after: The longest `Retry-After`, in seconds, that the client waits
             for; a longer one raises at once.
-        http_client: An `httpx.Client` of your own (proxies, custom transports,
-            mocks). You keep ownership: the SDK does not close it.
+        total_timeout: The longest a whole call may take, in seconds, every attempt
+            and every wait between them included; `None` (the default) for no limit.
+        http_client: An `httpx.Client` of your own (custom transports, mocks).
+            You keep ownership: the SDK does not close it, and its proxies,
+            certificates and fork safety are yours to set.
+        verify: How the client's own pool checks certificates: `True` (against
+            `SSL_CERT_FILE` or `SSL_CERT_DIR` when set, else certifi's bundle), a CA
+            file or directory, an `ssl.SSLContext`, or `False` to check nothing.
+        proxy: A proxy URL for every `https://` request of the client's own pool,
+            instead of `HTTPS_PROXY` / `ALL_PROXY` / `NO_PROXY`. Plain `http://` (only
+            ever to the loopback) never goes through a proxy.
+        trust_env: Whether the client's own pool reads the proxy and certificate
+            variables above.
         spend_journal: A file in which metered blocks commit each spend before sending
             it, so that no charge is lost to a crash or an outage; see
             `replay_pending()`. Missing directories are created. Off by default.
@@ -82,7 +101,11 @@ class AmaiClient(BaseClient[httpx.Client]):
         timeout: TimeoutTypes = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+        total_timeout: float | None = None,
         http_client: httpx.Client | None = None,
+        verify: VerifyTypes = True,
+        proxy: str | httpx.URL | None = None,
+        trust_env: bool = True,
         spend_journal: str | os.PathLike[str] | None = None,
         dangerously_allow_browser: bool = False,
     ) -> None:
@@ -92,15 +115,32 @@ class AmaiClient(BaseClient[httpx.Client]):
             timeout=timeout,
             max_retries=max_retries,
             max_retry_after=max_retry_after,
+            total_timeout=total_timeout,
             http_client=http_client,
+            verify=verify,
+            proxy=proxy,
+            trust_env=trust_env,
             spend_journal=spend_journal,
             dangerously_allow_browser=dangerously_allow_browser,
         )
 
-    def _new_http_client(self, config: ClientConfig) -> httpx.Client:
+    def _new_http_client(
+        self,
+        config: ClientConfig,
+        *,
+        verify: VerifyTypes,
+        proxy: str | httpx.URL | None,
+        trust_env: bool,
+    ) -> httpx.Client:
+        transport = new_transport(
+            verify=verify,
+            proxy=proxy,
+            trust_env=trust_env,
+        )
         return httpx.Client(
             timeout=config.timeout,
             follow_redirects=False,
+            transport=transport,
         )
 
     def check(self, tool: ToolName | str, units: Units = 1) -> Quote:
@@ -233,7 +273,11 @@ class AmaiClient(BaseClient[httpx.Client]):
         return replay_journal(self, self._require_journal())
 
     def _send(self, request: httpx.Request, parse: Callable[[httpx.Response], _T]) -> _T:
+        deadline = self._deadline()
+
         def attempt() -> _T:
+            if deadline is not None:
+                deadline.start_attempt(request, self._config.timeout)
             return parse(self._attempt(request))
 
         try:
@@ -243,7 +287,11 @@ class AmaiClient(BaseClient[httpx.Client]):
                 raise
             first_failure = exc
         return self._retry_policy.retry(
-            attempt, first_failure, sleep=self._sleep, what=f"{request.method} {request.url.path}"
+            attempt,
+            first_failure,
+            sleep=self._sleep,
+            what=f"{request.method} {request.url.path}",
+            deadline=deadline,
         )
 
     def _attempt(self, request: httpx.Request) -> httpx.Response:
@@ -251,6 +299,7 @@ class AmaiClient(BaseClient[httpx.Client]):
             return self._http.send(request, follow_redirects=False)
         except httpx.RequestError as exc:
             raise connection_error(exc, request) from exc
+            # A pool of the caller's whose connections belong to an event loop that ended.
 
     def close(self) -> None:
         """Close the client, and its connection pool unless that belongs to someone else.

@@ -38,6 +38,7 @@ __all__ = [
     "resolve_max_retries",
     "resolve_max_retry_after",
     "resolve_timeout",
+    "resolve_total_timeout",
     "user_agent",
 ]
 
@@ -51,6 +52,7 @@ class ClientConfig:
     timeout: httpx.Timeout
     max_retries: int
     max_retry_after: float
+    total_timeout: float | None = None
     check_url: httpx.URL = field(init=False, repr=False)
     spend_url: httpx.URL = field(init=False, repr=False)
     # Built once per configuration, not per request; holds the bearer token, so it stays
@@ -80,6 +82,7 @@ class ClientConfig:
         timeout: TimeoutTypes,
         max_retries: int,
         max_retry_after: float,
+        total_timeout: float | None,
     ) -> ClientConfig:
         """Validate every setting, filling the unset ones from the environment."""
         return cls(
@@ -88,6 +91,7 @@ class ClientConfig:
             timeout=resolve_timeout(timeout),
             max_retries=resolve_max_retries(max_retries),
             max_retry_after=resolve_max_retry_after(max_retry_after),
+            total_timeout=resolve_total_timeout(total_timeout),
         )
 
 
@@ -182,6 +186,23 @@ def resolve_max_retry_after(max_retry_after: float) -> float:
     seconds = _as_float("max_retry_after", max_retry_after)
     if math.isnan(seconds) or seconds < 0:
         raise ValueError(f"max_retry_after must be 0 or more seconds, got {max_retry_after!r}")
+    return seconds
+
+
+def resolve_total_timeout(total_timeout: float | None) -> float | None:
+    """Seconds for a whole call, retries and waits included, or `None` for no limit."""
+    if total_timeout is None:
+        return None
+    if isinstance(total_timeout, bool) or not isinstance(total_timeout, int | float):
+        raise TypeError(
+            "total_timeout must be a number of seconds or None, "
+            f"got {type(total_timeout).__name__}"
+        )
+    seconds = _as_float("total_timeout", total_timeout)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(
+            f"total_timeout must be a positive number of seconds or None, got {total_timeout!r}"
+        )
     return seconds
 
 

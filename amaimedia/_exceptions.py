@@ -8,8 +8,8 @@ AmaiError                          base of everything the SDK raises
 │   ├── ForbiddenError             403 forbidden
 │   ├── RateLimitError             429 rate_limited
 │   └── ServerError                5xx
-├── APIConnectionError             no usable answer: DNS, refused, reset
-│   └── APITimeoutError            no answer in time
+├── APIConnectionError             no usable answer: DNS, refused, reset, TLS
+│   └── APITimeoutError            no answer in time, or the total_timeout spent
 ├── APIResponseValidationError     a 2xx whose body is not the documented shape
 ├── SpendFailedError               a metered block's work succeeded, its spend did not
 └── SpendJournalError              the spend journal cannot be opened or written
@@ -101,10 +101,18 @@ class AmaiError(Exception):
     def __reduce__(self) -> tuple[Any, ...]:
         # Rebuilt from the message and attributes, so that errors cross process
         # boundaries (multiprocessing, concurrent.futures). The httpx response stays
-        # behind: its request carries the Authorization header.
-        state = dict(self.__dict__)
+        # behind: its request carries the Authorization header. So does a cause that is
+        # not the SDK's own (an httpx error holds its request too): it travels as a
+        # plain Exception with its type and message, so the chain still reads the same.
+        state: dict[str, Any] = dict(self.__dict__)
         if "response" in state:
             state["response"] = None
+        cause = self.__cause__
+        if isinstance(cause, AmaiError):
+            state["__cause__"] = cause
+        elif cause is not None:
+            kind = type(cause)
+            state["__cause__"] = Exception(f"{kind.__module__}.{kind.__qualname__}: {cause}")
         return (_rebuild, (type(self), self.message), state)
 
 
@@ -227,12 +235,26 @@ class APIConnectionError(AmaiError):
 
     The request may or may not have reached the server. Both endpoints are safe to
     repeat (check never charges, and spend is idempotent by its reference), which is
-    why the SDK retries these.
+    why the SDK retries these, except the failures no retry can fix: a certificate that
+    cannot be verified, a host name that does not exist, a closed event loop. Those are
+    raised at once, with a message that says what to change.
+
+    Attributes:
+        retryable: `False` for a failure that no retry can fix; the SDK did not retry it.
     """
+
+    retryable: bool
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class APITimeoutError(APIConnectionError):
-    """No answer arrived within the client's timeout."""
+    """No answer arrived within the client's timeout, or the call's `total_timeout` ran out.
+
+    A call whose `total_timeout` is spent is not retried (`retryable` is `False`).
+    """
 
 
 class APIResponseValidationError(AmaiError):

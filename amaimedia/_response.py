@@ -7,6 +7,8 @@ The stable error string decides first; the status code second. The mapping never
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import time
 from datetime import timezone
 from email.utils import parsedate_to_datetime
@@ -31,6 +33,7 @@ from ._models import ErrorBody
 
 __all__ = [
     "connection_error",
+    "dead_loop_error",
     "error_from_response",
     "parse_response",
     "parse_retry_after",
@@ -63,6 +66,12 @@ _DESCRIPTIONS: Final[dict[type[APIError], str]] = {
 }
 _REQUEST_ID_HEADERS: Final = ("cf-ray", "x-request-id")
 _MAX_ERRORS_SHOWN: Final = 3
+# getaddrinfo's answers for a name that does not exist (NXDOMAIN), as opposed to a
+# resolver that failed for now (EAI_AGAIN), which a retry may well get past.
+_UNKNOWN_HOST: Final = frozenset(
+    code for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if code is not None
+)
+_MAX_CAUSES: Final = 8
 
 
 def request_id_of(response: httpx.Response) -> str | None:
@@ -206,9 +215,59 @@ def _summarize(exc: ValidationError) -> str:
 
 
 def connection_error(exc: httpx.RequestError, request: httpx.Request) -> APIConnectionError:
-    """Wrap a transport failure of `request` in the SDK's own exception."""
+    """Wrap a transport failure of `request` in the SDK's own exception.
+
+    A failure that no retry can fix is marked so (`retryable=False`) and its message says
+    what to change: a certificate that cannot be verified (a private or TLS-inspecting
+    CA), a host name that does not exist, a URL or proxy scheme the pool cannot speak.
+    """
     where = f"{request.method} {request.url}"
     detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
         return APITimeoutError(f"no answer to {where} within the timeout ({detail})")
+    host = request.url.host
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            reason = cause.verify_message or cause.reason or str(cause)
+            return APIConnectionError(
+                f"TLS: the certificate of {host} could not be verified ({reason}), so "
+                f"nothing was sent to {where}. If a private or TLS-inspecting CA signs "
+                "it, point SSL_CERT_FILE (or SSL_CERT_DIR) at that CA's certificate, or "
+                "pass verify='/path/to/ca.pem' (or an ssl.SSLContext) to the client",
+                retryable=False,
+            )
+        if isinstance(cause, socket.gaierror) and cause.errno in _UNKNOWN_HOST:
+            return APIConnectionError(
+                f"DNS: the host name {host} does not exist ({cause.strerror}), so nothing "
+                f"was sent to {where}; check base_url (or AMAI_BASE_URL)",
+                retryable=False,
+            )
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return APIConnectionError(f"cannot send {where} ({detail})", retryable=False)
     return APIConnectionError(f"no usable answer to {where} ({detail})")
+
+
+def dead_loop_error(exc: RuntimeError) -> APIConnectionError:
+    """The error for a caller's pool used from an event loop its connections do not know.
+
+    Raised as it is for any other `RuntimeError`, which is not the SDK's to explain.
+    """
+    if "loop" not in str(exc):
+        raise exc
+    return APIConnectionError(
+        f"the http_client's connections belong to an event loop that has ended or is "
+        f"another one ({exc}), so this loop cannot use them. Create the "
+        "httpx.AsyncClient inside the loop that uses it, one per loop, or leave "
+        "http_client out: the client's own pool follows the running event loop",
+        retryable=False,
+    )
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc`'s causes, nearest first, as httpx and httpcore chain them (a few deep)."""
+    found: list[BaseException] = []
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and len(found) < _MAX_CAUSES and cause not in found:
+        found.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    return found

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TypedDict, TypeVar
 
 from ._constants import INITIAL_RETRY_DELAY, MAX_RETRY_DELAY
-from ._exceptions import APIConnectionError, APIError
+from ._exceptions import AmaiError, APIConnectionError, APIError
 from ._logging import logger
 
 if TYPE_CHECKING:
     import tenacity
+
+    from ._deadline import Deadline
 
 __all__ = ["RETRYABLE_STATUS_CODES", "RetryPolicy", "retry_wait", "should_retry"]
 
@@ -39,10 +41,12 @@ def should_retry(exc: BaseException, *, max_retry_after: float) -> bool:
 
     Retried: connection failures and timeouts, 408, 429 and 5xx, unless the server asked
     for a wait longer than `max_retry_after`, which is raised at once instead. Never
-    retried: every other status, a malformed 2xx body, and anything not from the SDK.
+    retried: a connection failure no retry can fix (`retryable` is `False`: a certificate
+    that cannot be verified, an unknown host, a spent `total_timeout`), every other
+    status, a malformed 2xx body, and anything not from the SDK.
     """
     if isinstance(exc, APIConnectionError):
-        return True
+        return exc.retryable
     if not isinstance(exc, APIError):
         return False
     if exc.status_code not in RETRYABLE_STATUS_CODES and exc.status_code < 500:
@@ -94,12 +98,17 @@ class RetryPolicy:
         exc = _failure(state)
         return exc is not None and self._retry_exception(exc)
 
-    @staticmethod
-    def _wait(state: tenacity.RetryCallState) -> float:
-        return retry_wait(_failure(state), state.attempt_number, jitter=random.random())
-
-    def _options(self, what: str) -> _TenacityOptions:
+    def _options(self, what: str, deadline: Deadline | None) -> _TenacityOptions:
         import tenacity
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            exc = _failure(state)
+            seconds = retry_wait(exc, state.attempt_number, jitter=random.random())
+            if deadline is not None and not deadline.allows(seconds):
+                # Waiting would end past the call's deadline: give up now, not after it.
+                last = exc if isinstance(exc, AmaiError) else None
+                raise deadline.spent(last) from exc
+            return seconds
 
         def log(state: tenacity.RetryCallState) -> None:
             exc = _failure(state)
@@ -116,7 +125,7 @@ class RetryPolicy:
         return {
             "stop": tenacity.stop_after_attempt(self.max_retries + 1),
             "retry": self._retry,
-            "wait": self._wait,
+            "wait": wait,
             "before_sleep": log,
             # The caller sees the SDK's own exception, never tenacity's RetryError.
             "reraise": True,
@@ -129,6 +138,7 @@ class RetryPolicy:
         *,
         sleep: Callable[[float], None],
         what: str,
+        deadline: Deadline | None = None,
     ) -> _T:
         """Retry a sync request whose first attempt failed with `first_failure`.
 
@@ -137,6 +147,8 @@ class RetryPolicy:
             first_failure: What the client's own first attempt raised.
             sleep: Waits between attempts.
             what: Names the request in log lines (`POST /api/v1/tools/check`).
+            deadline: The call's `total_timeout`, if it has one: a wait that would
+                end past it raises `APITimeoutError` instead of starting.
 
         Returns:
             The result of the first attempt that succeeds.
@@ -146,7 +158,7 @@ class RetryPolicy:
         """
         import tenacity
 
-        retrying = tenacity.Retrying(sleep=sleep, **self._options(what))
+        retrying = tenacity.Retrying(sleep=sleep, **self._options(what, deadline))
         return retrying(_after(first_failure, attempt))
 
     async def async_retry(
@@ -156,6 +168,7 @@ class RetryPolicy:
         *,
         sleep: Callable[[float], Awaitable[None]],
         what: str,
+        deadline: Deadline | None = None,
     ) -> _T:
         """`retry` for an async request; `attempt` and `sleep` are awaited."""
         import tenacity
@@ -165,7 +178,7 @@ class RetryPolicy:
         async def attempts() -> _T:
             return await following()
 
-        retrying = tenacity.AsyncRetrying(sleep=sleep, **self._options(what))
+        retrying = tenacity.AsyncRetrying(sleep=sleep, **self._options(what, deadline))
         return await retrying(attempts)
 
 

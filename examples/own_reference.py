@@ -29,9 +29,14 @@ class WorkerDied(Exception):
     """Stands in for a crash, an OOM kill or a deploy."""
 
 
+def dub_reference(job: Job) -> str:
+    """The spend's reference: the same for every run of one job."""
+    return f"dub-{job.id}"
+
+
 def run_worker(client: AmaiClient, finished: set[str], *, die_after: int | None) -> int:
     # The reference is a function of the job, so every run of the same job uses the same one.
-    @client.metered("dub", reference=lambda job: f"dub-{job.id}")
+    @client.metered("dub", reference=dub_reference)
     def dub(job: Job) -> str:
         return f"{job.id}.mp4"  # the real work would go here
 

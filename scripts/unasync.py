@@ -30,7 +30,10 @@ PAIRS = [
 # Longest first, so that a rule never eats part of a longer one.
 RULES = [
     ("from collections.abc import Awaitable, Callable", "from collections.abc import Callable"),
-    ("from typing import Literal, TypeVar", "from typing import TypeVar"),
+    (
+        "from typing import TYPE_CHECKING, Literal, TypeVar",
+        "from typing import TYPE_CHECKING, TypeVar",
+    ),
     ("Callable[[float], Awaitable[None]]", "Callable[[float], None]"),
     ("import asyncio\nimport os\n", "import os\nimport time\n"),
     ("Callable[_P, Awaitable[_R]]", "Callable[_P, _R]"),
@@ -43,6 +46,7 @@ RULES = [
     ("coroutine functions", "plain functions"),
     ("async context manager", "context manager"),
     ("AsyncMeteredBlock", "MeteredBlock"),
+    ("new_async_transport", "new_transport"),
     ("areplay_journal", "replay_journal"),
     ("from ._async_client import AsyncAmaiClient", "from ._client import AmaiClient"),
     ("on a coroutine function", "on a plain function"),

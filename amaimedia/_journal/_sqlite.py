@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from amaimedia._exceptions import APIError, SpendJournalError
+from amaimedia._logging import logger
 from amaimedia._types import Units
 
 from ._protocol import EntryId, JournalEntry, PendingSpend
@@ -67,13 +68,24 @@ class SQLiteSpendJournal:
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"spend_journal must be a path, got {type(path).__name__}")
         self.path = Path(path).expanduser().resolve()
+        directory_existed = self.path.parent.is_dir()
+        existed = self.path.exists()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as db:
                 _prepare(db)
-            self._claims = _claims_for(self.path)
+            _claims_for(self.path)  # the side file, opened now so that it fails now
         except (OSError, sqlite3.Error, SpendJournalError) as exc:
             raise SpendJournalError(f"cannot use {self.path} as a spend journal: {exc}") from exc
+        if not existed:
+            # A journal that vanished with the disk it was on shows here, in the logs.
+            made = "" if directory_existed else ", and its directory"
+            logger.info(
+                "created a new, empty spend journal at %s%s; entries left pending in an "
+                "earlier journal are not in it",
+                self.path,
+                made,
+            )
 
     def __repr__(self) -> str:
         return f"SQLiteSpendJournal({str(self.path)!r})"
@@ -183,11 +195,11 @@ class SQLiteSpendJournal:
 
     def claim(self, entry: EntryId) -> bool:
         """Take the exclusive right to send an entry; `False` if someone else holds it."""
-        return self._claims.acquire(entry)
+        return _claims_for(self.path).acquire(entry)
 
     def release(self, entry: EntryId) -> None:
         """Give a claim back."""
-        self._claims.release(entry)
+        _claims_for(self.path).release(entry)
 
 
 def _prepare(db: sqlite3.Connection) -> None:
@@ -256,6 +268,8 @@ class _Claims:
     POSIX record locks belong to the process, not to a thread or a file descriptor, and
     closing any descriptor of the file drops them all: so each process keeps one
     descriptor per journal, never closed, and tracks its own threads' claims in a set.
+    A forked child starts with none (`_forget_claims`): it holds none of the parent's
+    locks, and a journal opened before the fork looks its claims up afresh there.
     """
 
     def __init__(self, path: Path) -> None:

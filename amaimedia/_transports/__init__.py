@@ -1,11 +1,15 @@
 """How bytes move: the transports behind the clients' own connection pools.
 
-- `_bounded.py`: httpx's async transport with requests queued in the SDK, not in httpcore's
-  pool (the default for `AsyncAmaiClient`).
-- `_aiohttp.py`: an httpx transport over aiohttp (`transport="aiohttp"`, extra `aiohttp`).
+- `_settings.py`: `TransportSettings`, what every pool shares: proxies (`_proxies.py`),
+  trusted certificates (`_tls.py`) and size;
+- `_routing.py`: the httpx transports of the sync and async pools, one per proxy route;
+  the async one per event loop (`_loops.py`) with requests queued in the SDK
+  (`_bounded.py`);
+- `_aiohttp.py`: an httpx transport over aiohttp (`transport="aiohttp"`, extra `aiohttp`);
+- `_fork.py`: what a forked child does with the pools it inherited.
 
-This module holds the choice between them. aiohttp is imported only by the clients that
-ask for it.
+This module builds them for the clients. aiohttp is imported only by the clients that ask
+for it, and only on their first request.
 """
 
 from __future__ import annotations
@@ -14,9 +18,16 @@ from typing import Literal, TypeAlias
 
 import httpx
 
-from ._bounded import BoundedHTTPTransport
+from ._routing import AsyncRoutingTransport, RoutingTransport
+from ._tls import VerifyTypes
 
-__all__ = ["AsyncTransportName", "new_async_transport", "resolve_async_transport"]
+__all__ = [
+    "AsyncTransportName",
+    "VerifyTypes",
+    "new_async_transport",
+    "new_transport",
+    "resolve_async_transport",
+]
 
 AsyncTransportName: TypeAlias = Literal["httpx", "aiohttp"]
 """How an `AsyncAmaiClient`'s own pool sends requests: httpx's transport, or aiohttp's."""
@@ -39,11 +50,23 @@ def resolve_async_transport(transport: object, http_client: object) -> AsyncTran
     return "aiohttp"
 
 
-def new_async_transport(transport: AsyncTransportName) -> httpx.AsyncBaseTransport:
-    """The transport for an async client's own pool."""
-    if transport == "httpx":
-        # httpx's own, with requests queued outside its pool: see _bounded.py.
-        return BoundedHTTPTransport()
+def new_transport(
+    *, verify: VerifyTypes, proxy: str | httpx.URL | None, trust_env: bool
+) -> httpx.BaseTransport:
+    """The transport of a sync client's own pool."""
+    return RoutingTransport(verify=verify, proxy=proxy, trust_env=trust_env)
+
+
+def new_async_transport(
+    *,
+    name: AsyncTransportName,
+    verify: VerifyTypes,
+    proxy: str | httpx.URL | None,
+    trust_env: bool,
+) -> httpx.AsyncBaseTransport:
+    """The transport of an async client's own pool: httpx's, or aiohttp's."""
+    if name == "httpx":
+        return AsyncRoutingTransport(verify=verify, proxy=proxy, trust_env=trust_env)
     from ._aiohttp import AiohttpTransport
 
-    return AiohttpTransport()
+    return AiohttpTransport(verify=verify, proxy=proxy, trust_env=trust_env)

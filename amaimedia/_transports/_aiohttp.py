@@ -5,29 +5,43 @@ dozens of requests are in flight; aiohttp's pool and its C HTTP parser do not. T
 transport keeps everything above the wire on httpx (requests, responses, timeouts, the
 exceptions the SDK maps to its own) and hands only the exchange itself to aiohttp.
 
-aiohttp is imported when a transport is created, never by `import amaimedia`.
+Proxies and certificates follow the same `TransportSettings` as the SDK's httpx pools.
+aiohttp sessions belong to an event loop and a process: the transport keeps one per
+running loop (`_loops.py`), fresh in a forked child. aiohttp itself is imported the first
+time a request needs it, in a worker thread, never by `import amaimedia`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
+import copy
+import importlib
+import importlib.util
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 import httpx
 
-from ._bounded import DEFAULT_MAX_CONNECTIONS, ConnectionSlots
+from ._bounded import ConnectionSlots
+from ._loops import PerLoop
+from ._settings import DEFAULT_MAX_CONNECTIONS, KEEPALIVE_EXPIRY, TransportSettings
+from ._tls import VerifyTypes
 
 if TYPE_CHECKING:
     import aiohttp
 
 __all__ = ["AiohttpTransport", "httpx_error"]
 
-# As httpx: an idle connection is dropped after 5 s, before servers (uvicorn, nginx)
-# close it on their side and a request finds it dead.
-KEEPALIVE_EXPIRY: Final = 5.0
 # Only the headers httpx built go out: none of the ones aiohttp adds by default.
 _AIOHTTP_DEFAULT_HEADERS: Final = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
+
+
+@dataclass
+class _Session:
+    """One event loop's aiohttp session, and the slots of its connections."""
+
+    session: aiohttp.ClientSession
+    slots: ConnectionSlots
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -47,41 +61,59 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     Failures are raised as the exceptions httpx's own transport raises
     (`httpx.ConnectError`, `httpx.ReadTimeout`, `httpx.RemoteProtocolError`, …), so
     retries and errors work as they do without it. Answers are read whole. Redirects are
-    not followed, cookies are not kept, and no proxy is used. Certificates are checked
-    against the CA bundle httpx uses (certifi).
+    not followed and cookies are not kept.
+
+    Proxies and certificates are those of the SDK's own httpx pools: `HTTPS_PROXY`,
+    `ALL_PROXY` and `NO_PROXY`, and `SSL_CERT_FILE` / `SSL_CERT_DIR` (else certifi's
+    bundle), unless `trust_env=False`; or `proxy=` and `verify=` as given. It works from
+    any event loop, one after another or at once in several threads, and in a forked
+    child, where it opens fresh connections.
 
     Args:
-        max_connections: How many connections may be open at once. A request that
-            finds them all busy waits for one, up to the `pool` timeout.
+        max_connections: How many connections may be open at once, per event loop. A
+            request that finds them all busy waits for one, up to the `pool` timeout.
+        verify: `True` to check certificates (against `SSL_CERT_FILE`/`SSL_CERT_DIR`
+            with `trust_env`, else certifi's bundle), a CA file or directory, an
+            `ssl.SSLContext`, or `False` to check nothing (logged as a warning).
+        proxy: A proxy URL for every `https://` request, instead of the environment's.
+        trust_env: Whether the proxy and certificate variables count.
 
     Raises:
         ImportError: aiohttp is not installed.
-        ValueError: `max_connections` is less than 1.
-        TypeError: `max_connections` is not an int.
+        ValueError: A setting, or a proxy or certificate variable, is unusable (a
+            SOCKS proxy among them: aiohttp speaks only HTTP proxies).
+        TypeError: A setting has the wrong type.
     """
 
-    def __init__(self, *, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
-        try:
-            import aiohttp  # noqa: F401
-        except ImportError as exc:
+    def __init__(
+        self,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        verify: VerifyTypes = True,
+        proxy: str | httpx.URL | None = None,
+        trust_env: bool = True,
+    ) -> None:
+        # Found, not imported: importing aiohttp takes a tenth of a second, which must not
+        # be spent on a running event loop.
+        if importlib.util.find_spec("aiohttp") is None:
             raise ImportError(
                 "AiohttpTransport needs aiohttp, which is not installed: "
                 "pip install amaimedia[aiohttp]"
-            ) from exc
-        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
-            raise TypeError(
-                f"max_connections must be an int, got {type(max_connections).__name__}"
             )
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be 1 or more, got {max_connections}")
-        self._max_connections = max_connections
-        # One slot per connection in use: waiting for a slot is httpx's pool timeout.
-        self._slots = ConnectionSlots(max_connections)
-        self._session: aiohttp.ClientSession | None = None
+        self._settings = TransportSettings.create(
+            verify=verify, proxy=proxy, trust_env=trust_env, max_connections=max_connections
+        )
+        for rule in self._settings.routes.rules:
+            if rule.proxy is not None and rule.proxy.scheme not in ("http", "https"):
+                raise ValueError(
+                    f"AiohttpTransport speaks HTTP proxies only, not {rule.proxy.scheme}://; "
+                    "use transport='httpx' for a SOCKS proxy"
+                )
+        self._sessions: PerLoop[_Session] = PerLoop(self._prepare, self._new_session, _close)
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"AiohttpTransport(max_connections={self._max_connections})"
+        return f"AiohttpTransport(max_connections={self._settings.max_connections})"
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send `request` and read its whole answer.
@@ -94,52 +126,60 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._closed:
             raise RuntimeError("this AiohttpTransport is closed")
         timeout = request.extensions.get("timeout", {})
-        await self._slots.acquire(request)
+        state = await self._sessions.get()
+        await state.slots.acquire(request)
         try:
-            return await self._exchange(request, timeout)
+            return await self._exchange(state.session, request, timeout)
         finally:
-            self._slots.release()
+            state.slots.release()
 
     async def aclose(self) -> None:
-        """Close the aiohttp session and its connections; the transport sends no more."""
+        """Close this loop's aiohttp session; the transport sends no more."""
         self._closed = True
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        await self._sessions.aclose()
 
-    def _new_session(self) -> aiohttp.ClientSession:
+    async def _prepare(self) -> None:
+        # Both take a tenth of a second the first time: in a worker thread, off the loop.
+        await asyncio.to_thread(importlib.import_module, "aiohttp")
+        if not self._settings.tls.loaded:
+            await asyncio.to_thread(self._settings.ssl_context)
+
+    def _new_session(self) -> _Session:
         import aiohttp
-        import certifi  # a dependency of httpx: the CA bundle httpx trusts
 
         connector = aiohttp.TCPConnector(
             limit=0,  # the slots limit connections; aiohttp's own limit would only queue
             keepalive_timeout=KEEPALIVE_EXPIRY,
-            ssl=ssl.create_default_context(cafile=certifi.where()),
+            ssl=self._settings.ssl_context(),  # loaded by _prepare
         )
-        return aiohttp.ClientSession(
+        session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,  # httpx decodes the body, as for its own transport
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=_AIOHTTP_DEFAULT_HEADERS,
+            trust_env=False,  # the proxies are the settings' own, chosen per request
         )
+        return _Session(session, ConnectionSlots(self._settings.max_connections))
 
     async def _exchange(
-        self, request: httpx.Request, timeout: dict[str, float | None]
+        self,
+        session: aiohttp.ClientSession,
+        request: httpx.Request,
+        timeout: dict[str, float | None],
     ) -> httpx.Response:
         import aiohttp
 
-        if self._session is None:
-            # Made here, inside the running loop, which aiohttp binds it to.
-            self._session = self._new_session()
         content = await request.aread()
+        proxy = self._settings.proxy_for(request.url)
         failure: httpx.TransportError | None = None
         try:
-            async with self._session.request(
+            async with session.request(
                 request.method,
                 str(request.url),
                 data=content or None,
                 headers=_headers(request),
                 allow_redirects=False,
+                proxy=None if proxy is None else str(proxy),
                 timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=timeout.get("connect"), sock_read=timeout.get("read")
                 ),
@@ -163,6 +203,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
 
 
+async def _close(state: _Session) -> None:
+    await state.session.close()
+
+
 def _headers(request: httpx.Request) -> list[tuple[str, str]]:
     # The body goes out whole, with its length, even when httpx meant to stream it.
     return [
@@ -173,7 +217,13 @@ def _headers(request: httpx.Request) -> list[tuple[str, str]]:
 
 
 def httpx_error(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
-    """The exception httpx's own transport raises for what aiohttp raised as `exc`."""
+    """The exception httpx's own transport raises for what aiohttp raised as `exc`.
+
+    A failure of the certificate check or of the name lookup keeps the operating system's
+    error as its `__cause__`, as httpx's own transport does, so that the SDK can tell
+    that no retry will fix it. The cause is a copy without its traceback: the frames it
+    was raised through hold the request's headers.
+    """
     import aiohttp
 
     message = str(exc) or type(exc).__name__
@@ -182,8 +232,12 @@ def httpx_error(exc: BaseException, request: httpx.Request) -> httpx.TransportEr
         return httpx.ConnectTimeout(message, request=request)
     if isinstance(exc, asyncio.TimeoutError):
         return httpx.ReadTimeout(message, request=request)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return _with_cause(httpx.ConnectError(message, request=request), exc.certificate_error)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return httpx.ConnectError(message, request=request)
+        return _with_cause(httpx.ConnectError(message, request=request), exc.os_error)
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return httpx.ProxyError(message, request=request)
     if isinstance(
         exc,
         aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | aiohttp.ClientResponseError,
@@ -194,3 +248,10 @@ def httpx_error(exc: BaseException, request: httpx.Request) -> httpx.TransportEr
     if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
         return httpx.UnsupportedProtocol(message, request=request)
     return httpx.TransportError(message, request=request)
+
+
+def _with_cause(error: httpx.TransportError, cause: BaseException) -> httpx.TransportError:
+    bare = copy.copy(cause)
+    bare.__traceback__ = None
+    error.__cause__ = bare
+    return error

@@ -11,15 +11,14 @@ in that queue: they wait in `ConnectionSlots`, where cancelling one is harmless.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Callable
-from typing import Final
 
 import httpx
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "BoundedHTTPTransport", "ConnectionSlots"]
+from ._settings import TransportSettings
 
-DEFAULT_MAX_CONNECTIONS: Final = 100  # httpx's own defaults
-DEFAULT_MAX_KEEPALIVE: Final = 20
+__all__ = ["BoundedHTTPTransport", "ConnectionSlots"]
 
 
 class ConnectionSlots:
@@ -59,17 +58,29 @@ class BoundedHTTPTransport(httpx.AsyncBaseTransport):
     """httpx's async transport, with requests queued in `ConnectionSlots` instead of its pool.
 
     A slot is held from sending the request until the answer's body is closed, which is
-    as long as the pool's connection is in use.
+    as long as the pool's connection is in use. Bound to the event loop it is first used
+    on, as httpx's own is; `_routing.py` keeps one per loop and per proxy.
+
+    Args:
+        settings: The pool's size (httpx's limits: keeping every connection alive is
+            slower under load).
+        ssl_context: The TLS context of its connections (and of an `https://` proxy).
+        proxy: The proxy every request goes through, or `None` to connect directly.
     """
 
-    def __init__(self, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
-        # httpx's own limits: keeping every connection alive is slower under load.
-        limits = httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=min(DEFAULT_MAX_KEEPALIVE, max_connections),
+    def __init__(
+        self,
+        settings: TransportSettings,
+        ssl_context: ssl.SSLContext,
+        proxy: httpx.URL | None = None,
+    ) -> None:
+        self._inner = httpx.AsyncHTTPTransport(
+            verify=ssl_context,
+            trust_env=False,
+            limits=settings.limits(),
+            proxy=None if proxy is None else httpx.Proxy(proxy, ssl_context=ssl_context),
         )
-        self._inner = httpx.AsyncHTTPTransport(limits=limits)
-        self._slots = ConnectionSlots(max_connections)
+        self._slots = ConnectionSlots(settings.max_connections)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send `request` once a slot is free; the slot returns when the body is closed."""

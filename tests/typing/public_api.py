@@ -6,6 +6,8 @@ checking (a lost return type, an Any leaking out) fails CI like a failing test.
 
 from __future__ import annotations
 
+import ssl
+
 import httpx
 from typing_extensions import assert_type
 
@@ -15,6 +17,7 @@ from amaimedia import (
     AiohttpTransport,
     AmaiClient,
     AmaiError,
+    APIConnectionError,
     AsyncAmaiClient,
     Charge,
     InsufficientCreditsError,
@@ -26,6 +29,26 @@ from amaimedia import (
     SpendFailedError,
     ToolName,
 )
+
+
+def deployment_usage() -> None:
+    context = ssl.create_default_context(cafile="corporate-ca.pem")
+    client = AmaiClient(
+        api_key="amai_live_x",
+        verify=context,
+        proxy="http://proxy.internal:3128",
+        trust_env=False,
+        total_timeout=20.0,
+    )
+    assert_type(client.total_timeout, float | None)
+    assert_type(client.with_options(total_timeout=None), AmaiClient)
+    aclient = AsyncAmaiClient(api_key="amai_live_x", verify="corporate-ca.pem", total_timeout=5)
+    assert_type(aclient.with_options(total_timeout=2.5), AsyncAmaiClient)
+    assert_type(AiohttpTransport(verify=False, proxy=None, trust_env=True), AiohttpTransport)
+    try:
+        client.check("chat")
+    except APIConnectionError as exc:
+        assert_type(exc.retryable, bool)
 
 
 def sync_usage() -> None:
@@ -57,12 +80,15 @@ def metered_usage(client: AmaiClient) -> None:
             assert_type(meter.quote, Quote)
             assert_type(meter.reference, str)
             meter.units = 2.5
+        assert_type(meter.charge, Charge | None)
     except SpendFailedError as exc:
         assert_type(exc.reference, str)
         assert_type(exc.units, int | float)
-    assert_type(meter.charge, Charge | None)
 
-    @client.metered("chat", reference=lambda job_id: f"job-{job_id}")
+    def reference(job_id: int, prompt: str) -> str:
+        return f"job-{job_id}"
+
+    @client.metered("chat", reference=reference)
     def answer(job_id: int, prompt: str) -> str:
         return prompt
 

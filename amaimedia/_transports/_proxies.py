@@ -1,0 +1,164 @@
+"""Which proxy a request goes through: the environment's, or one given, as httpx decides.
+
+With `trust_env` (the default) the SDK reads `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and
+`NO_PROXY` (either case) once, when a client is built, and applies them by httpx's rules
+to every pool it creates, whatever sends the bytes (httpx or aiohttp):
+
+- `HTTPS_PROXY` for `https://` URLs, `HTTP_PROXY` for `http://`, `ALL_PROXY` for both, a
+  value without a scheme meaning `http://`;
+- `NO_PROXY` lists hosts reached directly: `example.com` (and its subdomains),
+  `.example.com` (subdomains only), an IP address, `localhost`, a `scheme://host[:port]`,
+  or `*` for every host;
+- the most specific rule wins: one with a port, then the longer host, then the longer
+  scheme.
+
+An explicit `proxy=` takes every request, as it does in httpx. One rule is the SDK's own:
+a plain `http://` request is never sent through a proxy. The SDK allows plain http only to
+the loopback, and a proxy would carry the API key off the machine in clear text; an
+`https://` request to the loopback still honours the proxy, encrypted end to end.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import urllib.request
+from dataclasses import dataclass
+from typing import Final
+
+import httpx
+
+__all__ = ["ProxyRoutes", "proxy_url"]
+
+_PROXY_SCHEMES: Final = ("http", "https", "socks5", "socks5h")
+_VARIABLES: Final = {"http": "HTTP_PROXY", "https": "HTTPS_PROXY", "all": "ALL_PROXY"}
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """One route: the URLs it matches, and the proxy they take (`None`: direct)."""
+
+    scheme: str  # "" for every scheme
+    host: str  # "" for every host
+    host_pattern: re.Pattern[str] | None
+    port: int | None
+    proxy: httpx.URL | None
+
+    @property
+    def priority(self) -> tuple[int, int, int]:
+        return (0 if self.port is not None else 1, -len(self.host), -len(self.scheme))
+
+    def matches(self, url: httpx.URL) -> bool:
+        if self.scheme and self.scheme != url.scheme:
+            return False
+        if self.host_pattern is not None and not self.host_pattern.match(url.host):
+            return False
+        return self.port is None or self.port == url.port
+
+
+def _rule(pattern: str, proxy: httpx.URL | None) -> _Rule:
+    """A rule from a pattern such as `all://*example.com` or `https://`."""
+    url = httpx.URL(pattern)
+    host = "" if url.host == "*" else url.host
+    if not host:
+        host_pattern = None
+    elif host.startswith("*."):
+        host_pattern = re.compile(f"^.+\\.{re.escape(host[2:])}$")
+    elif host.startswith("*"):
+        host_pattern = re.compile(f"^(.+\\.)?{re.escape(host[1:])}$")
+    else:
+        host_pattern = re.compile(f"^{re.escape(host)}$")
+    scheme = "" if url.scheme == "all" else url.scheme
+    return _Rule(scheme, host, host_pattern, url.port, proxy)
+
+
+def proxy_url(value: str | httpx.URL, source: str) -> httpx.URL:
+    """A proxy URL, checked; `source` names where it came from in the error.
+
+    The value is never quoted in an error: it may carry the proxy's password.
+
+    Raises:
+        ValueError: It is not an absolute URL with a host, or its scheme is not one a
+            proxy can have.
+    """
+    text = str(value)
+    if "://" not in text:
+        text = "http://" + text
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"{source} is not a valid proxy URL ({exc})") from None
+    if url.scheme not in _PROXY_SCHEMES:
+        raise ValueError(
+            f"{source} is not a usable proxy URL: its scheme {url.scheme!r} is not one of "
+            f"{', '.join(_PROXY_SCHEMES)}"
+        )
+    if not url.host:
+        raise ValueError(f"{source} is not a usable proxy URL: it names no host")
+    return url
+
+
+@dataclass(frozen=True)
+class ProxyRoutes:
+    """The routes of one pool, fixed when its client was built."""
+
+    rules: tuple[_Rule, ...] = ()
+
+    @classmethod
+    def explicit(cls, proxy: str | httpx.URL) -> ProxyRoutes:
+        """Every request through `proxy` (but plain http, which goes direct)."""
+        return cls((_rule("all://", proxy_url(proxy, "proxy")),))
+
+    @classmethod
+    def from_environment(cls) -> ProxyRoutes:
+        """The routes the proxy variables describe; none when they are unset.
+
+        The variables are read as the standard library reads them (and httpx with it):
+        lower case wins over upper case, and in a CGI script (`REQUEST_METHOD` set)
+        `HTTP_PROXY`, which a request header can set, is ignored.
+
+        Raises:
+            ValueError: A proxy variable holds a value that is not a proxy URL.
+        """
+        found = urllib.request.getproxies()
+        rules: dict[str, httpx.URL | None] = {}
+        for scheme in ("http", "https", "all"):
+            if found.get(scheme):
+                rules[f"{scheme}://"] = proxy_url(found[scheme], _VARIABLES[scheme])
+        for entry in (host.strip() for host in found.get("no", "").split(",")):
+            if entry == "*":
+                return cls()
+            if entry:
+                rules[_no_proxy_pattern(entry)] = None
+        ordered = sorted((_rule(p, proxy) for p, proxy in rules.items()), key=_priority)
+        return cls(tuple(ordered))
+
+    def proxy_for(self, url: httpx.URL) -> httpx.URL | None:
+        """The proxy for a request to `url`, or `None` to connect directly."""
+        if url.scheme == "http":
+            return None
+        for rule in self.rules:
+            if rule.matches(url):
+                return rule.proxy
+        return None
+
+
+def _priority(rule: _Rule) -> tuple[int, int, int]:
+    return rule.priority
+
+
+def _no_proxy_pattern(entry: str) -> str:
+    if "://" in entry:
+        return entry
+    address = entry.split("/")[0]
+    try:
+        parsed = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, ipaddress.IPv4Address):
+        return f"all://{entry}"
+    if isinstance(parsed, ipaddress.IPv6Address):
+        return f"all://[{entry.strip('[]')}]"
+    if entry.lower() == "localhost":
+        return f"all://{entry}"
+    return f"all://*{entry}"

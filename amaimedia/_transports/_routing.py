@@ -1,0 +1,160 @@
+"""The transports of the SDK's own httpx pools: one per proxy route, per process and loop.
+
+`RoutingTransport` (sync) and `AsyncRoutingTransport` send each request through httpx's
+own transport for its route (direct, or through the proxy `TransportSettings` names for
+its URL), made on first use:
+
+- in a forked child, fresh ones: what the parent opened is never touched (`_fork.py`);
+- for the async one, one set per running event loop, closed when the loop ends
+  (`_loops.py`), each with its requests queued in the SDK (`_bounded.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import threading
+
+import httpx
+
+from ._bounded import BoundedHTTPTransport
+from ._fork import abandon, generation
+from ._loops import PerLoop
+from ._settings import TransportSettings
+from ._tls import VerifyTypes
+
+__all__ = ["AsyncRoutingTransport", "RoutingTransport", "check_socks"]
+
+_Routes = dict[str | None, httpx.BaseTransport]
+_AsyncRoutes = dict[str | None, BoundedHTTPTransport]
+
+
+def check_socks(settings: TransportSettings) -> None:
+    """Refuse, when the client is built, a SOCKS proxy that httpx cannot use here.
+
+    Raises:
+        ValueError: A SOCKS proxy is configured, and httpx's SOCKS support is missing.
+    """
+    schemes = {rule.proxy.scheme for rule in settings.routes.rules if rule.proxy is not None}
+    if schemes & {"socks5", "socks5h"} and importlib.util.find_spec("socksio") is None:
+        raise ValueError(
+            "a SOCKS proxy is configured, which needs httpx's SOCKS support: "
+            "pip install 'httpx[socks]'"
+        )
+
+
+def _route_key(proxy: httpx.URL | None) -> str | None:
+    return None if proxy is None else str(proxy)
+
+
+class RoutingTransport(httpx.BaseTransport):
+    """The sync pool's transport: httpx's own, per route, fresh in a forked child.
+
+    Args:
+        verify: The certificates to trust; see `_tls.py`.
+        proxy: A proxy for every request, instead of the environment's.
+        trust_env: Whether the proxy and certificate variables count.
+
+    Raises:
+        ValueError: A setting, or a proxy or certificate variable, is unusable.
+        TypeError: A setting has the wrong type.
+    """
+
+    def __init__(
+        self,
+        *,
+        verify: VerifyTypes = True,
+        proxy: str | httpx.URL | None = None,
+        trust_env: bool = True,
+    ) -> None:
+        self._settings = TransportSettings.create(verify=verify, proxy=proxy, trust_env=trust_env)
+        check_socks(self._settings)
+        self._lock = threading.Lock()
+        self._generation = generation()
+        self._routes: _Routes = {}
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request` through the transport of its route."""
+        return self._transport_for(request.url).handle_request(request)
+
+    def _transport_for(self, url: httpx.URL) -> httpx.BaseTransport:
+        proxy = self._settings.proxy_for(url)
+        key = _route_key(proxy)
+        if self._generation == generation():
+            found = self._routes.get(key)
+            if found is not None:
+                return found
+        with self._lock:
+            if self._generation != generation():
+                abandon(self._routes)
+                self._routes, self._generation = {}, generation()
+            found = self._routes.get(key)
+            if found is None:
+                context = self._settings.ssl_context()
+                found = self._routes[key] = httpx.HTTPTransport(
+                    verify=context,
+                    trust_env=False,
+                    limits=self._settings.limits(),
+                    proxy=None if proxy is None else httpx.Proxy(proxy, ssl_context=context),
+                )
+            return found
+
+    def close(self) -> None:
+        """Close the connections this process opened."""
+        with self._lock:
+            routes, self._routes = self._routes, {}
+            if self._generation != generation():
+                abandon(routes)
+                return
+        for transport in routes.values():
+            transport.close()
+
+
+class AsyncRoutingTransport(httpx.AsyncBaseTransport):
+    """The async pool's transport: httpx's own, bounded, per route and per event loop.
+
+    Args:
+        verify: The certificates to trust; see `_tls.py`.
+        proxy: A proxy for every request, instead of the environment's.
+        trust_env: Whether the proxy and certificate variables count.
+
+    Raises:
+        ValueError: A setting, or a proxy or certificate variable, is unusable.
+        TypeError: A setting has the wrong type.
+    """
+
+    def __init__(
+        self,
+        *,
+        verify: VerifyTypes = True,
+        proxy: str | httpx.URL | None = None,
+        trust_env: bool = True,
+    ) -> None:
+        self._settings = TransportSettings.create(verify=verify, proxy=proxy, trust_env=trust_env)
+        check_socks(self._settings)
+        self._loops: PerLoop[_AsyncRoutes] = PerLoop(self._prepare, dict, _close_routes)
+
+    async def _prepare(self) -> None:
+        # Loading certificates takes tens of milliseconds: not on the event loop.
+        if not self._settings.tls.loaded:
+            await asyncio.to_thread(self._settings.ssl_context)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request` through this loop's transport of its route."""
+        routes = await self._loops.get()
+        proxy = self._settings.proxy_for(request.url)
+        key = _route_key(proxy)
+        transport = routes.get(key)
+        if transport is None:
+            context = self._settings.ssl_context()  # loaded by _prepare
+            transport = routes[key] = BoundedHTTPTransport(self._settings, context, proxy)
+        return await transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Close this loop's connections; those of loops that ended are forgotten."""
+        await self._loops.aclose()
+
+
+async def _close_routes(routes: _AsyncRoutes) -> None:
+    for transport in list(routes.values()):
+        await transport.aclose()
