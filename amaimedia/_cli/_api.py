@@ -22,7 +22,7 @@ from amaimedia import (
 from amaimedia._constants import ENV_API_KEY
 
 from ._console import Console, fail
-from ._exit_codes import ExitCode, exit_code_for
+from ._exit_codes import ExitCode, exit_code_for, is_tls_failure
 
 __all__ = ["call_api"]
 
@@ -106,6 +106,12 @@ def _report(console: Console, args: argparse.Namespace, exc: AmaiError) -> int:
         source = "the key read from stdin" if args.api_key_stdin else ENV_API_KEY
         console.err(
             f"check {source}; a revoked key must be replaced at amaimedia.com/account",
+            label="hint",
+        )
+    elif is_tls_failure(exc):
+        console.err(
+            "the server's certificate is not trusted: if your network signs TLS with its "
+            "own CA, set SSL_CERT_FILE to that CA's certificate (PEM); nothing was sent",
             label="hint",
         )
     elif exc.reference is not None and isinstance(exc, _UNCLEAR_OUTCOME):

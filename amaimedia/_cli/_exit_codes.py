@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from enum import IntEnum
 from typing import Final
 
@@ -15,7 +16,7 @@ from amaimedia import (
 )
 from amaimedia._constants import ENV_API_KEY
 
-__all__ = ["ExitCode", "exit_code_for"]
+__all__ = ["ExitCode", "exit_code_for", "is_tls_failure"]
 
 
 class ExitCode(IntEnum):
@@ -23,7 +24,7 @@ class ExitCode(IntEnum):
 
     `ExitCode.AUTH.meaning` is the line of the help text; the members are:
     `OK` 0, `ERROR` 1, `USAGE` 2, `AUTH` 3, `INSUFFICIENT_CREDITS` 4, `FORBIDDEN` 5,
-    `RATE_LIMITED` 6, `CONNECTION` 7, `INTERRUPTED` 130.
+    `RATE_LIMITED` 6, `CONNECTION` 7, `TLS` 8, `INTERRUPTED` 130.
     """
 
     meaning: str
@@ -42,6 +43,7 @@ class ExitCode(IntEnum):
     FORBIDDEN = 5, "forbidden (403): suspended account or blocked region"
     RATE_LIMITED = 6, "rate limited (429), after the retries"
     CONNECTION = 7, "no answer: connection refused or reset, or timeout"
+    TLS = 8, "TLS: the server's certificate could not be verified (see SSL_CERT_FILE)"
     INTERRUPTED = 130, "interrupted (Ctrl-C)"
 
 
@@ -57,7 +59,21 @@ _EXIT_BY_ERROR: Final[tuple[tuple[type[AmaiError], ExitCode], ...]] = (
 
 def exit_code_for(error: AmaiError) -> ExitCode:
     """The exit status for a call that raised `error`."""
+    if is_tls_failure(error):
+        return ExitCode.TLS
     for error_class, code in _EXIT_BY_ERROR:
         if isinstance(error, error_class):
             return code
     return ExitCode.ERROR
+
+
+def is_tls_failure(error: BaseException) -> bool:
+    """Whether `error` came from a certificate that could not be verified."""
+    seen: list[BaseException] = []
+    cause: BaseException | None = error
+    while cause is not None and cause not in seen:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        seen.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    return False
