@@ -26,10 +26,6 @@ from ._response import (
     connection_error,
     dead_loop_error,  # async only
 )
-from ._transports import (
-    new_async_transport,
-    resolve_async_transport,  # async only
-)
 from ._types import TimeoutTypes, ToolName, Units
 
 if TYPE_CHECKING:
@@ -114,6 +110,8 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         spend_journal: str | os.PathLike[str] | None = None,
         dangerously_allow_browser: bool = False,
     ) -> None:
+        from ._transports import resolve_async_transport  # async only
+
         self._transport_name = resolve_async_transport(transport, http_client)  # async only
         super().__init__(
             api_key=api_key,
@@ -138,6 +136,9 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         proxy: str | httpx.URL | None,
         trust_env: bool,
     ) -> httpx.AsyncClient:
+        # Imported here: a client on a pool of the caller's never needs the transports.
+        from ._transports import new_async_transport
+
         transport = new_async_transport(
             name=self._transport_name,  # async only
             verify=verify,

@@ -27,9 +27,6 @@ from ._offload import run_inline
 from ._response import (
     connection_error,
 )
-from ._transports import (
-    new_transport,
-)
 from ._types import TimeoutTypes, ToolName, Units
 
 if TYPE_CHECKING:
@@ -109,6 +106,7 @@ class AmaiClient(BaseClient[httpx.Client]):
         spend_journal: str | os.PathLike[str] | None = None,
         dangerously_allow_browser: bool = False,
     ) -> None:
+
         super().__init__(
             api_key=api_key,
             base_url=base_url,
@@ -132,6 +130,9 @@ class AmaiClient(BaseClient[httpx.Client]):
         proxy: str | httpx.URL | None,
         trust_env: bool,
     ) -> httpx.Client:
+        # Imported here: a client on a pool of the caller's never needs the transports.
+        from ._transports import new_transport
+
         transport = new_transport(
             verify=verify,
             proxy=proxy,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import urllib.request
 from dataclasses import dataclass
 from typing import Final
 
@@ -120,6 +119,8 @@ class ProxyRoutes:
         Raises:
             ValueError: A proxy variable holds a value that is not a proxy URL.
         """
+        import urllib.request  # not at import: only a client building its own pool reads it
+
         found = urllib.request.getproxies()
         rules: dict[str, httpx.URL | None] = {}
         for scheme in ("http", "https", "all"):
