@@ -20,7 +20,7 @@ from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_AFTER, DEFAULT_TI
 from ._exceptions import AmaiError
 from ._journal import PendingSpend
 from ._metered_base import ReferenceArgument
-from ._models import Charge, Quote
+from ._models import Charge, Quote, build_models, models_built
 from ._offload import run_in_thread
 from ._response import (
     connection_error,
@@ -170,6 +170,8 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             APIError: The server answered with an error (a subclass tells which).
             APIConnectionError: No usable answer, after the retries.
         """
+        if not models_built():
+            await run_in_thread(build_models)
         request = self._check_request(tool, units)
         return await self._send(request, self._parse_quote)
 
@@ -199,6 +201,8 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             APIError: The server answered with another error.
             APIConnectionError: No usable answer, after the retries.
         """
+        if not models_built():
+            await run_in_thread(build_models)
         request, reference = self._spend_request(tool, units, reference)
         try:
             return await self._send(request, self._charge_parser(reference))

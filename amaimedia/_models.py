@@ -7,6 +7,7 @@ validated, once, for both clients.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Annotated, Any, TypeVar
 
 from pydantic import (
@@ -25,7 +26,15 @@ from ._constants import MAX_REFERENCE_LENGTH
 from ._html import html_table
 from ._types import Units
 
-__all__ = ["Charge", "CheckRequest", "ErrorBody", "Quote", "SpendRequest"]
+__all__ = [
+    "Charge",
+    "CheckRequest",
+    "ErrorBody",
+    "Quote",
+    "SpendRequest",
+    "build_models",
+    "models_built",
+]
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -227,3 +236,24 @@ class ErrorBody(_Response):
     message: Annotated[str | None, _Lenient] = None
     cost_tokens: Annotated[int | None, _Lenient] = None
     balance: Annotated[int | None, _Lenient] = None
+
+
+# The models are built on first use, not at import (`defer_build`): that keeps
+# `import amaimedia` lean, but the first call pays for it, tens of milliseconds.
+_built = False
+_build_lock = threading.Lock()
+
+
+def build_models() -> None:
+    """Build every model's validator now: the async client does it off its event loop."""
+    global _built
+    with _build_lock:
+        if not _built:
+            for model in (CheckRequest, SpendRequest, Quote, Charge, ErrorBody):
+                model.model_rebuild()
+            _built = True
+
+
+def models_built() -> bool:
+    """Whether `build_models()` has run, so that no call builds a validator any more."""
+    return _built

@@ -482,3 +482,81 @@ def test_a_pickled_error_without_a_cause_has_none() -> None:
     again = pickle.loads(pickle.dumps(AmaiError("plain")))
     assert again.__cause__ is None
     assert str(again) == "plain"
+
+
+# Imports aiohttp inside a running loop as a user's first request would, and reports from
+# which thread the import ran and the longest the loop went without running a ticker.
+AIOHTTP_IMPORT_SCRIPT = """
+import asyncio, json, sys, threading, time
+key, base_url = sys.argv[1:]
+imported_on = []
+
+def audit(event, args):
+    if event == "import" and args[0].split(".")[0] == "aiohttp":
+        imported_on.append(threading.current_thread().name)
+
+sys.addaudithook(audit)
+from amaimedia import AsyncAmaiClient
+
+async def main():
+    gaps, stop = [], asyncio.Event()
+
+    async def ticker():
+        last = time.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(0.005)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.sleep(0.02)
+    async with AsyncAmaiClient(api_key=key, base_url=base_url, transport="aiohttp") as client:
+        await client.check("chat")
+    stop.set()
+    await tick
+    return threading.current_thread().name, max(gaps)
+
+loop_thread, longest = asyncio.run(main())
+print(json.dumps({"loop": loop_thread, "imported_on": imported_on, "longest_gap": longest}))
+"""
+
+
+def test_aiohttp_is_imported_off_the_event_loop(served: tuple[FakeAmaiServer, str, str]) -> None:
+    _, key, base_url = served
+    done = subprocess.run(
+        [sys.executable, "-c", AIOHTTP_IMPORT_SCRIPT, key, base_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    outcome = json.loads(done.stdout.splitlines()[-1])
+    assert outcome["imported_on"], "aiohttp was never imported"
+    assert outcome["loop"] not in outcome["imported_on"]
+    # Shown with -s, for the record; timing is the benchmark's to judge.
+    print(
+        f"longest event-loop gap while building and first using the client: "
+        f"{outcome['longest_gap'] * 1000:.1f} ms"
+    )
+
+
+def test_a_new_journal_file_is_logged(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "volume" / "spends.sqlite3"
+    with caplog.at_level(logging.INFO, logger="amaimedia"):
+        AmaiClient(api_key=KEY, spend_journal=path).close()
+    created = [r.getMessage() for r in caplog.records if "created a new" in r.getMessage()]
+    assert created == [
+        f"created a new, empty spend journal at {path}, and its directory; entries left "
+        "pending in an earlier journal are not in it"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="amaimedia"):
+        AmaiClient(api_key=KEY, spend_journal=path).close()  # the same file: nothing new
+        (tmp_path / "volume" / "other.sqlite3").unlink(missing_ok=True)
+        AmaiClient(api_key=KEY, spend_journal=tmp_path / "volume" / "other.sqlite3").close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        f"created a new, empty spend journal at {tmp_path / 'volume' / 'other.sqlite3'}; "
+        "entries left pending in an earlier journal are not in it"
+    ]

@@ -12,8 +12,12 @@ its URL), made on first use:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import importlib.util
+import sys
 import threading
+from typing import Final
 
 import httpx
 
@@ -24,6 +28,10 @@ from ._settings import TransportSettings
 from ._tls import VerifyTypes
 
 __all__ = ["AsyncRoutingTransport", "RoutingTransport", "check_socks"]
+
+# What httpx's async transport imports when it first connects: httpcore and its HTTP/1.1
+# parser, and anyio with its asyncio backend.
+_ASYNC_MODULES: Final = frozenset({"httpcore", "h11", "anyio", "anyio._backends._asyncio"})
 
 _Routes = dict[str | None, httpx.BaseTransport]
 _AsyncRoutes = dict[str | None, BoundedHTTPTransport]
@@ -41,6 +49,12 @@ def check_socks(settings: TransportSettings) -> None:
             "a SOCKS proxy is configured, which needs httpx's SOCKS support: "
             "pip install 'httpx[socks]'"
         )
+
+
+def _import_async_modules() -> None:
+    for name in sorted(_ASYNC_MODULES):
+        with contextlib.suppress(ImportError):  # a later httpcore or anyio may move them
+            importlib.import_module(name)
 
 
 def _route_key(proxy: httpx.URL | None) -> str | None:
@@ -135,9 +149,12 @@ class AsyncRoutingTransport(httpx.AsyncBaseTransport):
         self._loops: PerLoop[_AsyncRoutes] = PerLoop(self._prepare, dict, _close_routes)
 
     async def _prepare(self) -> None:
-        # Loading certificates takes tens of milliseconds: not on the event loop.
+        # Loading certificates, and importing what httpx's async transport loads on its
+        # first request, take tens of milliseconds each: not on the event loop.
         if not self._settings.tls.loaded:
             await asyncio.to_thread(self._settings.ssl_context)
+        if not _ASYNC_MODULES.issubset(sys.modules):
+            await asyncio.to_thread(_import_async_modules)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send `request` through this loop's transport of its route."""
