@@ -22,11 +22,10 @@ import respx
 import amaimedia
 import amaimedia._logging as sdk_logging
 from amaimedia import NOT_GIVEN, AmaiClient, AmaiError, ErrorCode, NotGiven, ToolName
+from tests.conftest import Harness
+from tests.fakes import KEY, QUOTE, FakeAPI, error
 
-from .conftest import Harness
-from .fakes import KEY, QUOTE, FakeAPI, error
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OTHER_KEY = "amai_live_other_0123456789abcdefQRST"
 CHECK_URL = "https://api.amaimedia.com/api/v1/tools/check"
 

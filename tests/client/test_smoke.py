@@ -3,9 +3,8 @@ from __future__ import annotations
 import httpx
 
 from amaimedia import Charge, Quote
-
-from .conftest import Harness
-from .fakes import CHARGE, QUOTE, FakeAPI, LoopbackServer
+from tests.conftest import Harness
+from tests.fakes import CHARGE, QUOTE, FakeAPI, LoopbackServer
 
 
 def test_check_then_spend(harness: Harness, api: FakeAPI) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES_DIR = Path(__file__).parent.parent / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.py"))
 SCRIPTS = [path for path in EXAMPLES if not path.name.startswith("test_")]
 TEST_FILES = [path for path in EXAMPLES if path.name.startswith("test_")]

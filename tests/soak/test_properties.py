@@ -41,8 +41,7 @@ from amaimedia import (
     SpendFailedError,
 )
 from amaimedia.testing import FakeAmaiServer
-
-from .fakes import CHARGE, KEY, QUOTE
+from tests.fakes import CHARGE, KEY, QUOTE
 
 # Read at import: the suite's autouse fixture clears AMAI_* variables before each test.
 EXAMPLES = int(os.environ.get("AMAI_PROPERTY_EXAMPLES", "200"))

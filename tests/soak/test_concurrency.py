@@ -39,8 +39,8 @@ from amaimedia import (
 )
 from amaimedia._slots import BoundedHTTPTransport
 from amaimedia.testing import FakeAmaiServer
+from tests.fakes import KEY
 
-from .fakes import KEY
 from .reliability.exit_run import check_exit_run, run_exit_script
 from .reliability.faults import (
     MAX_RETRIES,

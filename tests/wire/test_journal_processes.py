@@ -1,6 +1,6 @@
 """The spend journal across processes: claims, SIGKILL, and a fresh process replaying.
 
-The workers in `tests/journal_workers/` print a line at each step of a metered block, so
+The workers in `tests/wire/journal_workers/` print a line at each step of a metered block, so
 that a test can SIGKILL one at a known point: after the work, with the spend held by the
 server, with the answer lost after the server charged. The server is the SDK's own
 `FakeAmaiServer` over loopback HTTP; its ledger has one row per real charge, which is
@@ -28,9 +28,8 @@ import pytest
 from amaimedia import AmaiClient, SpendFailedError
 from amaimedia._journal import SpendJournal
 from amaimedia.testing import FakeAmaiServer
-
-from .conftest import Harness
-from .test_journal import (
+from tests.conftest import Harness
+from tests.journal.test_journal import (
     Ledger,
     entry_id,
     journal_client,

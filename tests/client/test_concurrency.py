@@ -12,8 +12,7 @@ import httpx
 
 import amaimedia._client
 from amaimedia import AmaiClient, AsyncAmaiClient, Charge, Quote
-
-from .fakes import CHARGE, KEY, QUOTE, FakeAPI, LoopbackServer, error
+from tests.fakes import CHARGE, KEY, QUOTE, FakeAPI, LoopbackServer, error
 
 
 def echoing(api: FakeAPI) -> httpx.MockTransport:

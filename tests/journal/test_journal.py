@@ -27,9 +27,8 @@ import pytest
 
 from amaimedia import AmaiError, Charge, Meter, SpendFailedError, SpendJournalError
 from amaimedia._journal import SpendJournal
-
-from .conftest import Harness
-from .fakes import CHARGE, KEY, QUOTE, FakeAPI, error
+from tests.conftest import Harness
+from tests.fakes import CHARGE, KEY, QUOTE, FakeAPI, error
 
 OTHER_KEY = "amai_live_other_9876543210fedcbaQRST"
 

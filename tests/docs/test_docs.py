@@ -42,7 +42,7 @@ import pytest
 from amaimedia import AmaiClient, AsyncAmaiClient
 from amaimedia.testing import FakeAmaiServer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PAGES = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
 
 # The balance of the key each page runs with: the fake's default, as the docs show it.

@@ -1,6 +1,6 @@
 """The API key stays secret under faults: in what `AMAI_LOG=debug` prints, and in frames.
 
-The fault soak (tests/test_reliability_faults.py) runs the planted-secret check over
+The fault soak (tests/soak/test_fault_soak.py) runs the planted-secret check over
 everything it produced in process: every log record of the SDK, httpx and httpcore at
 DEBUG, every exception with its chained causes and its traceback (frame locals included),
 every SpendFailedError and every PendingSpend left in a journal. This file covers the
@@ -21,10 +21,9 @@ import pytest
 
 from amaimedia import AmaiError, APIConnectionError, AsyncAmaiClient
 from amaimedia.testing import FakeAmaiServer
-
-from .reliability.exit_run import check_exit_run, run_exit_script
-from .reliability.secrets import SecretScanner
-from .reliability.soak import START_BALANCE
+from tests.soak.reliability.exit_run import check_exit_run, run_exit_script
+from tests.soak.reliability.secrets import SecretScanner
+from tests.soak.reliability.soak import START_BALANCE
 
 # `[2026-07-03 12:00:00,123 DEBUG amaimedia] ...`: the format of the AMAI_LOG handler.
 LOG_LINE = re.compile(r"\[\d{4}-\d\d-\d\d [\d:,]+ (DEBUG|INFO|WARNING) amaimedia\] \S")

@@ -29,8 +29,7 @@ import amaimedia
 from amaimedia import AmaiClient
 from amaimedia._cli import ExitCode, main
 from amaimedia.testing import FakeAmaiServer
-
-from .fakes import Action, LoopbackServer
+from tests.fakes import Action, LoopbackServer
 
 VENV_BIN = Path(sys.executable).parent
 TIMEOUT = 30  # seconds; only a hung child process ever comes near it

@@ -13,7 +13,7 @@ if sys.version_info >= (3, 11):
 else:  # coverage[toml] brings tomli, the same parser, on 3.10
     import tomli as tomllib
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def changelog_sections() -> list[str]:

@@ -34,9 +34,8 @@ from amaimedia import (
     ServerError,
     SpendFailedError,
 )
-
-from .conftest import Harness
-from .fakes import KEY, FakeAPI, error
+from tests.conftest import Harness
+from tests.fakes import KEY, FakeAPI, error
 
 
 class Ledger:

@@ -33,9 +33,8 @@ from amaimedia import (
 )
 from amaimedia._response import parse_retry_after
 from amaimedia._retry import retry_wait, should_retry
-
-from .conftest import Harness
-from .fakes import CHARGE, QUOTE, FakeAPI, error
+from tests.conftest import Harness
+from tests.fakes import CHARGE, QUOTE, FakeAPI, error
 
 CHECK_URL = "https://api.amaimedia.com/api/v1/tools/check"
 

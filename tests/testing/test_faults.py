@@ -29,8 +29,7 @@ from amaimedia import (
     ServerError,
 )
 from amaimedia.testing import FakeAmaiServer
-
-from .conftest import Harness
+from tests.conftest import Harness
 
 CHECK = "/api/v1/tools/check"
 SPEND = "/api/v1/tools/spend"

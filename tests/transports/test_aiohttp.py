@@ -41,8 +41,7 @@ from amaimedia import (
 from amaimedia._aiohttp_transport import httpx_error
 from amaimedia._config import AsyncTransportName
 from amaimedia.testing import FakeAmaiServer
-
-from .fakes import KEY, QUOTE, Action, LoopbackServer
+from tests.fakes import KEY, QUOTE, Action, LoopbackServer
 
 _T = TypeVar("_T")
 TIMEOUT = 0.3

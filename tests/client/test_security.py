@@ -23,9 +23,8 @@ from amaimedia import (
     AuthenticationError,
     RateLimitError,
 )
-
-from .conftest import Harness
-from .fakes import KEY, Action, FakeAPI, LoopbackServer, error
+from tests.conftest import Harness
+from tests.fakes import KEY, Action, FakeAPI, LoopbackServer, error
 
 # Module constants, never test-function locals: a local holding the secret would show up
 # in the captured frames of every traceback and hide a real leak behind a false one.

@@ -24,9 +24,8 @@ from amaimedia import (
     RateLimitError,
     ServerError,
 )
-
-from .conftest import Harness
-from .fakes import CHARGE, KEY, QUOTE, FakeAPI, error
+from tests.conftest import Harness
+from tests.fakes import CHARGE, KEY, QUOTE, FakeAPI, error
 
 BASE_URL = "https://api.amaimedia.com"
 CHECK_URL = BASE_URL + "/api/v1/tools/check"

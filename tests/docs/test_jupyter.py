@@ -41,7 +41,7 @@ from amaimedia import (
 )
 from amaimedia.testing import FakeAmaiServer
 
-NOTEBOOK = Path(__file__).parent.parent / "examples" / "notebook.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "notebook.ipynb"
 KERNEL_NAME = "amaimedia-tests"
 HOSTILE = "<script>alert('x')</script> & \"more\""
 

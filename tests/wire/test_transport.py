@@ -22,9 +22,8 @@ from amaimedia import (
     Quote,
     ServerError,
 )
-
-from .conftest import Harness
-from .fakes import KEY, QUOTE, Action, LoopbackServer
+from tests.conftest import Harness
+from tests.fakes import KEY, QUOTE, Action, LoopbackServer
 
 TIMEOUT = 0.3
 

@@ -20,9 +20,8 @@ import respx
 
 from amaimedia import Charge, CheckRequest, ErrorBody, Quote, SpendRequest
 from amaimedia._references import new_reference
-
-from .conftest import Harness
-from .fakes import CHARGE, QUOTE, FakeAPI
+from tests.conftest import Harness
+from tests.fakes import CHARGE, QUOTE, FakeAPI
 
 REFERENCE_PATTERN = re.compile(r"req_(\d{4}-\d{2}-\d{2})_[0-9a-f]{20}")
 

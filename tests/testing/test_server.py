@@ -37,8 +37,7 @@ from amaimedia import (
 )
 from amaimedia.testing import FakeAmaiServer, RecordedRequest, SpendRecord
 from amaimedia.testing._ledger import key_digest
-
-from .conftest import Harness
+from tests.conftest import Harness
 
 CHECK = "/api/v1/tools/check"
 SPEND = "/api/v1/tools/spend"
