@@ -1,4 +1,8 @@
-"""One client shared by many threads or tasks, as the docs recommend."""
+"""One client shared by many threads or tasks, in process, as the docs recommend.
+
+Over a real socket: `tests/wire/test_concurrency.py`; at scale, under faults:
+`tests/soak/test_concurrency.py`.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import httpx
 
 import amaimedia._client
 from amaimedia import AmaiClient, AsyncAmaiClient, Charge, Quote
-from tests.fakes import CHARGE, KEY, QUOTE, FakeAPI, LoopbackServer, error
+from tests.fakes import CHARGE, KEY, QUOTE, FakeAPI, error
 
 
 def echoing(api: FakeAPI) -> httpx.MockTransport:
@@ -59,22 +63,6 @@ def test_threads_share_one_sync_client() -> None:
     assert_paired(charges, api, 400)
 
 
-def test_threads_share_one_sync_client_over_loopback(loopback: LoopbackServer) -> None:
-    with AmaiClient(api_key=KEY, base_url=loopback.base_url, timeout=5) as client:
-
-        def work(_: int) -> list[Charge]:
-            return [client.spend("chat") for _ in range(10)]
-
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            charges = [charge for batch in pool.map(work, range(8)) for charge in batch]
-
-    sent = [json.loads(body)["reference"] for _, _, body in loopback.requests]
-    assert len(charges) == len(loopback.requests) == 80
-    assert len(set(sent)) == 80
-    assert sorted(charge.reference for charge in charges) == sorted(sent)
-    assert all(charge.charged == CHARGE["charged"] for charge in charges)
-
-
 def test_tasks_share_one_async_client() -> None:
     api = FakeAPI()
 
@@ -86,18 +74,6 @@ def test_tasks_share_one_async_client() -> None:
     charges = asyncio.run(main())
     assert len(charges) == 200
     assert_paired(charges, api, 200)
-
-
-def test_tasks_share_one_async_client_over_loopback(loopback: LoopbackServer) -> None:
-    async def main() -> list[Charge]:
-        async with AsyncAmaiClient(api_key=KEY, base_url=loopback.base_url, timeout=5) as client:
-            return await asyncio.gather(*(client.spend("sfx") for _ in range(50)))
-
-    charges = asyncio.run(main())
-    sent = [json.loads(body)["reference"] for _, _, body in loopback.requests]
-    assert len(charges) == len(loopback.requests) == 50
-    assert len(set(sent)) == 50
-    assert sorted(charge.reference for charge in charges) == sorted(sent)
 
 
 def test_sync_client_inside_a_running_event_loop() -> None:

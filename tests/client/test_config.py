@@ -10,7 +10,6 @@ import logging
 import math
 import pickle
 import platform
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args
@@ -406,34 +405,7 @@ def test_without_amai_log_no_handler_is_added(
     assert sdk_logger.level == level
 
 
-# --- public API ------------------------------------------------------------------------
-
-
-def test_all_is_sorted() -> None:
-    assert amaimedia.__all__ == sorted(amaimedia.__all__)
-
-
-def test_all_is_complete() -> None:
-    public = {
-        name
-        for name in dir(amaimedia)
-        if not name.startswith("_") and not isinstance(getattr(amaimedia, name), types.ModuleType)
-    }
-    assert public - set(amaimedia.__all__) == set()
-    assert all(hasattr(amaimedia, name) for name in amaimedia.__all__)
-
-
-def test_public_classes_report_the_public_module() -> None:
-    classes = [getattr(amaimedia, n) for n in amaimedia.__all__]
-    classes = [obj for obj in classes if isinstance(obj, type)]
-    assert AmaiClient in classes
-    assert {cls.__name__: cls.__module__ for cls in classes} == {
-        cls.__name__: "amaimedia" for cls in classes
-    }
-
-
-def test_package_is_typed() -> None:
-    assert importlib.resources.files("amaimedia").joinpath("py.typed").is_file()
+# --- types, the sentinel, the generated sync client ------------------------------------
 
 
 def test_literal_aliases_match_the_api_doc() -> None:

@@ -4,7 +4,7 @@ import httpx
 
 from amaimedia import Charge, Quote
 from tests.conftest import Harness
-from tests.fakes import CHARGE, QUOTE, FakeAPI, LoopbackServer
+from tests.fakes import CHARGE, QUOTE, FakeAPI
 
 
 def test_check_then_spend(harness: Harness, api: FakeAPI) -> None:
@@ -17,12 +17,6 @@ def test_check_then_spend(harness: Harness, api: FakeAPI) -> None:
         {"tool": "chat", "units": 1},
         {"tool": "chat", "units": 1, "reference": "job-1"},
     ]
-
-
-def test_over_loopback(harness: Harness, loopback: LoopbackServer) -> None:
-    client = harness.client(http_client=None, base_url=loopback.base_url)
-    assert harness.run(client.check("dub", units=2.5)).cost_tokens == QUOTE["cost_tokens"]
-    assert loopback.requests[0][0] == "/api/v1/tools/check"
 
 
 def test_a_balance_too_low_is_an_answer_not_an_error(harness: Harness, api: FakeAPI) -> None:

@@ -1,6 +1,8 @@
 """`import amaimedia` stays lean: what only some programs use loads when they use it.
 
-Each check runs in a fresh interpreter, since this one has imported everything already.
+The same holds for the testing kit: `import amaimedia.testing` loads no HTTP server (nor
+pytest) until one is served. Each check runs in a fresh interpreter, since this one has
+imported everything already.
 """
 
 from __future__ import annotations
@@ -66,3 +68,20 @@ with amaimedia.AmaiClient(api_key="amai_live_x", http_client=http) as client:
 )
 def test_what_is_used_is_loaded(code: str, loaded: set[str]) -> None:
     assert loaded_after(code) >= loaded
+
+
+def run_python(code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    return result.stdout.strip()
+
+
+def test_importing_stays_light() -> None:
+    loaded = run_python(
+        "import sys, amaimedia\n"
+        "print('amaimedia.testing' in sys.modules)\n"
+        "import amaimedia.testing\n"
+        "print(sorted(m for m in ('http.server', 'socketserver', 'pytest') if m in sys.modules))"
+    )
+    assert loaded.splitlines() == ["False", "[]"]

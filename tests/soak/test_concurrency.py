@@ -1,25 +1,22 @@
-"""One client shared by many threads or tasks while the server misbehaves.
+"""One client shared by many threads or tasks, at scale, while the server misbehaves.
 
 One `FakeAmaiServer` on loopback, one client, faults queued by every block for whoever
 comes next: 16 threads on one `AmaiClient` with a spend journal, 500 tasks on one
 `AsyncAmaiClient` (over httpx's transport, and over aiohttp's). Exactly-once must hold
 whatever the interleaving; afterwards no connection is left checked out of the client's
-own pool, and the pool is empty once the client is closed. A script run with
-`-X dev -W error` does the same and must exit with nothing at all on stderr: no unclosed
-socket or transport, no "Event loop is closed".
+own pool, and the pool is empty once the client is closed. Then the async pool at its
+limit: a request cancelled while it waits behind 100 busy connections, and a burst of 500
+checks with a short timeout, both leave the client working.
 
-The tests at the end replay, deterministically, races these runs found between clients
-opening one new spend journal at once.
+Elsewhere: the same clients used hard by a script that then exits,
+`tests/wire/test_interpreter_exit.py`; the races these runs found between clients opening
+one new spend journal, replayed deterministically, `tests/journal/test_opening.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-import sqlite3
-import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -35,13 +32,10 @@ from amaimedia import (
     APITimeoutError,
     AsyncAmaiClient,
     Quote,
-    SpendJournalError,
 )
 from amaimedia._slots import BoundedHTTPTransport
 from amaimedia.testing import FakeAmaiServer
-from tests.fakes import KEY
 
-from .reliability.exit_run import check_exit_run, run_exit_script
 from .reliability.faults import (
     MAX_RETRIES,
     MAX_RETRY_AFTER,
@@ -206,20 +200,6 @@ def test_one_async_client_shared_by_500_tasks(
     summary(f"{TASKS} tasks, one AsyncAmaiClient over {transport}", lane, capsys)
 
 
-def test_nothing_is_left_open_at_interpreter_exit(tmp_path: Path) -> None:
-    fake = FakeAmaiServer()
-    key = fake.create_key(balance=START_BALANCE)
-    with fake.serve() as base_url:
-        done = run_exit_script(fake, key, base_url, tmp_path / "spends.sqlite3")
-    assert done.returncode == 0, done.stderr
-    # -X dev shows every ResourceWarning, -W error turns each into an error printed at
-    # exit: an unclosed socket, transport or event loop would show here.
-    assert done.stderr == ""
-    result = check_exit_run(fake, key, done.stdout)
-    assert result["charged"]
-    assert result["not_charged"]
-
-
 def test_a_request_cancelled_while_queued_leaks_no_connection() -> None:
     """httpcore 1.0.9 (encode/httpcore#1093): a request cancelled while it waits in the
     pool's queue, just as a connection is assigned to it, leaves that connection
@@ -295,158 +275,3 @@ def test_a_burst_past_the_pool_with_a_short_timeout_leaves_the_client_working() 
     assert any(isinstance(o, Quote) for o in outcomes)
     assert after.allowed
     assert in_use == 0
-
-
-# --- clients opening one fresh spend journal at the same moment ----------------------------
-#
-# Workers that start together on a new journal path race through its creation. Two ways
-# another opener can interleave are replayed here deterministically, by wrapping the SQLite
-# connections the journal opens: between two of this client's statements, another client
-# opens the whole journal; or, when this client runs a statement outside a transaction,
-# another client is inside its own creating transaction for a moment.
-
-
-class _Connection:
-    """One of the journal's SQLite connections, with `interfere(sql)` run before each of
-    its statements that runs outside a transaction."""
-
-    def __init__(self, db: sqlite3.Connection, interfere: Callable[[str], None]) -> None:
-        self._db = db
-        self._interfere = interfere
-
-    def execute(self, sql: str, *parameters: Any) -> Any:
-        if not self._db.in_transaction:
-            self._interfere(sql)
-        return self._db.execute(sql, *parameters)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._db, name)
-
-
-def wrap_journal_connections(
-    monkeypatch: pytest.MonkeyPatch, interfere: Callable[[str], None]
-) -> Callable[..., sqlite3.Connection]:
-    """Route `sqlite3.connect` through `_Connection`; the real `connect`, for the others."""
-    real_connect = sqlite3.connect
-
-    def connect(*args: Any, **kwargs: Any) -> Any:
-        return _Connection(real_connect(*args, **kwargs), interfere)
-
-    monkeypatch.setattr(sqlite3, "connect", connect)
-    return real_connect
-
-
-@pytest.mark.parametrize("before", [0, 1, 2, 3], ids=lambda n: f"before-statement-{n}")
-def test_another_client_creating_the_journal_between_two_statements(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, before: int
-) -> None:
-    """Another client opens (and so creates) the journal just before this client's
-    statement number `before` outside a transaction. The SDK used to read the schema
-    version and the table list as two such statements, and took a schema made between
-    them for "an SQLite database, but not a spend journal"."""
-    journal = tmp_path / "spends.sqlite3"
-    statements = 0
-    others: list[AmaiClient] = []
-
-    def another_client_opens(sql: str) -> None:
-        nonlocal statements
-        statements += 1
-        if statements == before + 1:
-            others.append(AmaiClient(api_key=KEY, spend_journal=journal))
-
-    wrap_journal_connections(monkeypatch, another_client_opens)
-    with AmaiClient(api_key=KEY, spend_journal=journal) as client:
-        assert client.pending_spends() == []
-    [other] = others
-    with other:
-        assert other.pending_spends() == []
-
-
-def test_another_client_inside_its_creating_transaction_meanwhile(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Just as this client switches the new journal to WAL mode, another client is inside
-    its own creating transaction (it holds the write lock) for 0.2 s. The switch does not
-    wait on SQLite's busy timeout: it failed at once with "database is locked", 1 in 100
-    rounds of 8 threads opening a new journal together. Opening a journal now retries it."""
-    journal = tmp_path / "spends.sqlite3"
-    holders: list[threading.Timer] = []
-    real_connect = wrap_journal_connections(monkeypatch, lambda sql: hold_write_lock(sql))
-
-    def hold_write_lock(sql: str) -> None:
-        if "journal_mode" not in sql or holders:
-            return
-        other = real_connect(journal, isolation_level=None, check_same_thread=False)
-        other.execute("BEGIN IMMEDIATE")
-
-        def end_transaction() -> None:
-            other.rollback()
-            other.close()
-
-        release = threading.Timer(0.2, end_transaction)
-        release.start()
-        holders.append(release)
-
-    try:
-        with AmaiClient(api_key=KEY, spend_journal=journal) as client:
-            assert client.pending_spends() == []
-    finally:
-        for holder in holders:
-            holder.join()
-    assert len(holders) == 1
-    with contextlib.closing(sqlite3.connect(journal)) as db:
-        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-
-def test_eight_threads_opening_new_journals_together(tmp_path: Path) -> None:
-    """The race the two tests above replay, run for real: every opening succeeds."""
-    rounds, threads = 25, 8
-    failures: list[BaseException] = []
-    for round_ in range(rounds):
-        journal = tmp_path / f"round-{round_}.sqlite3"
-        start = threading.Barrier(threads)
-
-        def open_journal(journal: Path = journal, start: threading.Barrier = start) -> None:
-            start.wait()
-            try:
-                AmaiClient(api_key=KEY, spend_journal=journal).close()
-            except BaseException as exc:  # every failure is collected
-                failures.append(exc)
-
-        workers = [threading.Thread(target=open_journal) for _ in range(threads)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-    assert failures == []
-
-
-def test_a_journal_that_cannot_switch_to_wal_is_refused_at_construction(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Only "database is locked" is waited out, and only for the busy timeout; any other
-    failure of the switch, or a lock held longer, is a SpendJournalError at once."""
-    journal = tmp_path / "spends.sqlite3"
-    monkeypatch.setattr("amaimedia._journal._BUSY_TIMEOUT_MS", 100)
-    holders: list[sqlite3.Connection] = []
-
-    def fail(sql: str) -> None:
-        if "journal_mode" not in sql:
-            return
-        if journal.name.startswith("io"):
-            raise sqlite3.OperationalError("disk I/O error")
-        if not holders:  # a lock held past the busy timeout
-            holders.append(real_connect(journal, isolation_level=None))
-            holders[0].execute("BEGIN IMMEDIATE")
-
-    real_connect = wrap_journal_connections(monkeypatch, fail)
-    messages = []
-    for name in ("io.sqlite3", "locked.sqlite3"):
-        journal = tmp_path / name
-        with pytest.raises(SpendJournalError) as info:
-            AmaiClient(api_key=KEY, spend_journal=journal)
-        messages.append(str(info.value))
-    holders[0].rollback()
-    holders[0].close()
-    assert "disk I/O error" in messages[0]
-    assert "database is locked" in messages[1]

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import subprocess
-import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +22,6 @@ from typing import Any
 import httpx
 import pytest
 
-import amaimedia.testing
 from amaimedia import (
     AmaiClient,
     APIError,
@@ -748,30 +745,3 @@ def test_tasks_in_process_keep_exact_balances() -> None:
     assert fake.balance(key) == 100_000 - 150 * 30 - 10
     assert len(fake.spends) == 151
     assert len({c.balance_after for c in charges[150:]}) == 1
-
-
-# --- the public surface ------------------------------------------------------------------
-
-
-def test_public_names() -> None:
-    assert amaimedia.testing.__all__ == sorted(amaimedia.testing.__all__)
-    assert set(amaimedia.testing.__all__) == {"FakeAmaiServer", "RecordedRequest", "SpendRecord"}
-    for name in amaimedia.testing.__all__:
-        assert getattr(amaimedia.testing, name).__module__ == "amaimedia.testing"
-
-
-def run_python(code: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    return result.stdout.strip()
-
-
-def test_importing_stays_light() -> None:
-    loaded = run_python(
-        "import sys, amaimedia\n"
-        "print('amaimedia.testing' in sys.modules)\n"
-        "import amaimedia.testing\n"
-        "print(sorted(m for m in ('http.server', 'socketserver', 'pytest') if m in sys.modules))"
-    )
-    assert loaded.splitlines() == ["False", "[]"]

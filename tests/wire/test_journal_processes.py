@@ -29,7 +29,7 @@ from amaimedia import AmaiClient, SpendFailedError
 from amaimedia._journal import SpendJournal
 from amaimedia.testing import FakeAmaiServer
 from tests.conftest import Harness
-from tests.journal.test_journal import (
+from tests.journal.ledger import (
     Ledger,
     entry_id,
     journal_client,

@@ -38,6 +38,15 @@ def close(harness: Harness, client: Any) -> None:
     harness.run(client.aclose() if harness.is_async else client.close())
 
 
+# --- the round trip ----------------------------------------------------------------------
+
+
+def test_over_loopback(harness: Harness, loopback: LoopbackServer) -> None:
+    client = harness.client(http_client=None, base_url=loopback.base_url)
+    assert harness.run(client.check("dub", units=2.5)).cost_tokens == QUOTE["cost_tokens"]
+    assert loopback.requests[0][0] == "/api/v1/tools/check"
+
+
 # --- dropped connections -----------------------------------------------------------------
 
 
