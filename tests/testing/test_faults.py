@@ -8,10 +8,11 @@ of slept; the only real waits are a client timeout of a few hundredths of a seco
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import httpx
@@ -357,6 +358,69 @@ def test_default_error_bodies(fake: FakeAmaiServer, status: int, error: str) -> 
     assert "retry-after" not in response.headers
 
 
+# --- extra answer headers ----------------------------------------------------------------
+
+
+@contextmanager
+def raw_http(fake: FakeAmaiServer, via: str) -> Iterator[httpx.Client]:
+    """A plain httpx client reaching `fake` in process, or over a loopback socket."""
+    if via == "in-process":
+        with httpx.Client(transport=fake.transport(), base_url=fake.BASE_URL) as http:
+            yield http
+    else:
+        with fake.serve() as base_url, httpx.Client(base_url=base_url, timeout=5) as http:
+            yield http
+
+
+def test_extra_headers_are_sent_with_the_answer(fake: FakeAmaiServer, via: str) -> None:
+    fake.fail_next(
+        "check",
+        status=503,
+        retry_after=2,
+        headers={"CF-Ray": "8a1b2c3d-LHR", "x-served-by": "edge-7"},
+    )
+    with raw_http(fake, via) as http:
+        response = http.post(CHECK)
+    assert response.status_code == 503
+    assert response.headers["cf-ray"] == "8a1b2c3d-LHR"
+    assert response.headers["x-served-by"] == "edge-7"
+    # The fake's own headers are all still there, and only once.
+    assert response.headers.get_list("content-type") == ["application/json"]
+    assert response.headers.get_list("retry-after") == ["2"]
+    assert response.headers["x-request-id"] == fake.requests[0].request_id
+
+
+def test_a_header_the_client_reads_reaches_it(
+    harness: Harness, fake: FakeAmaiServer, make_client: MakeClient
+) -> None:
+    fake.fail_next("check", status=403, headers={"cf-ray": "8a1b2c3d-LHR"})
+    with pytest.raises(ForbiddenError) as caught:
+        harness.run(make_client().check("chat"))
+    assert caught.value.request_id == "8a1b2c3d-LHR"  # the SDK prefers cf-ray
+
+
+def test_a_redirect_with_its_location(
+    harness: Harness, fake: FakeAmaiServer, make_client: MakeClient
+) -> None:
+    target = "https://elsewhere.example/api/v1/tools/check"
+    fake.fail_next("check", status=302, headers={"location": target})
+    with pytest.raises(APIError, match="redirect") as caught:
+        harness.run(make_client().check("chat"))
+    assert caught.value.status_code == 302
+    assert target in str(caught.value)
+    assert statuses(fake) == [302]  # not followed
+
+
+def test_an_encoded_body_is_sent_as_given(fake: FakeAmaiServer, via: str) -> None:
+    quote = {"ok": True, "allowed": True, "cost_tokens": 5, "balance_after": 95}
+    encoded = gzip.compress(json.dumps(quote).encode())
+    fake.fail_next("check", status=200, body=encoded, headers={"content-encoding": "gzip"})
+    with raw_http(fake, via) as http:
+        response = http.post(CHECK)
+    assert response.headers["content-encoding"] == "gzip"
+    assert response.json() == quote  # decoded by httpx, as from a real server
+
+
 # --- the queue ---------------------------------------------------------------------------
 
 
@@ -446,6 +510,32 @@ def test_reset_faults(harness: Harness, fake: FakeAmaiServer, make_client: MakeC
         ({"delay": float("nan")}, ValueError, "delay must be a finite"),
         ({"delay": "1"}, TypeError, "delay must be a number of seconds, got str"),
         ({"delay": True}, TypeError, "got bool"),
+        ({"headers": {"cf-ray": "r"}}, ValueError, "headers needs a status"),
+        ({"headers": {}}, ValueError, "headers needs a status"),
+        ({"drop": True, "headers": {"cf-ray": "r"}}, ValueError, "headers cannot be given"),
+        ({"status": 500, "headers": [("cf-ray", "r")]}, TypeError, "headers must be a mapping"),
+        ({"status": 500, "headers": {5: "r"}}, TypeError, "header names must be str, got int"),
+        ({"status": 500, "headers": {"cf ray": "r"}}, ValueError, "'cf ray' is not a header"),
+        ({"status": 500, "headers": {"": "r"}}, ValueError, "'' is not a header name"),
+        ({"status": 500, "headers": {"x:y": "r"}}, ValueError, "is not a header name"),
+        ({"status": 500, "headers": {"cf-ray": 5}}, TypeError, "the cf-ray header must be a str"),
+        ({"status": 500, "headers": {"cf-ray": ""}}, ValueError, "must be a non-empty"),
+        ({"status": 500, "headers": {"cf-ray": "a\r\nb: c"}}, ValueError, "printable ASCII"),
+        ({"status": 500, "headers": {"CF-Ray": "a", "cf-ray": "b"}}, ValueError, "cf-ray twice"),
+        (
+            {"status": 500, "headers": {"Content-Type": "text/html"}},
+            ValueError,
+            "headers cannot set content-type: give content_type instead",
+        ),
+        (
+            {"status": 429, "headers": {"Retry-After": "1"}},
+            ValueError,
+            "headers cannot set retry-after: give retry_after instead",
+        ),
+        ({"status": 500, "headers": {"content-length": "1"}}, ValueError, "cannot set content-l"),
+        ({"status": 500, "headers": {"transfer-encoding": "x"}}, ValueError, "cannot set transf"),
+        ({"status": 500, "headers": {"Connection": "close"}}, ValueError, "cannot set connection"),
+        ({"status": 500, "headers": {"x-request-id": "r"}}, ValueError, "cannot set x-request-id"),
     ],
 )
 def test_impossible_faults_are_refused(

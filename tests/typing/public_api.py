@@ -121,5 +121,6 @@ def testing_kit_usage() -> None:
     assert_type(fake.spends, list[SpendRecord])
     assert_type(fake.requests, list[RecordedRequest])
     fake.fail_next("spend", status=429, retry_after=1)
+    fake.fail_next("check", status=302, headers={"location": "https://elsewhere.example/"})
     with fake.serve() as base_url:
         assert_type(base_url, str)
