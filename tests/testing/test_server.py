@@ -522,6 +522,65 @@ def test_requests_record_what_arrived() -> None:
     assert (lost.endpoint, lost.path, lost.body, lost.status) == (None, "/nowhere", None, 404)
 
 
+@pytest.mark.parametrize(
+    ("sent", "recorded"),
+    [
+        ("Bearer {key}", "Bearer [redacted]"),
+        ("bearer {key}", "bearer [redacted]"),
+        ("Basic {key}", "[redacted]"),
+        ("{key}", "[redacted]"),
+        ("Bearer", "[redacted]"),
+    ],
+)
+def test_requests_record_the_headers_without_the_key(via: str, sent: str, recorded: str) -> None:
+    fake = FakeAmaiServer()
+    key = fake.create_key()
+    headers = {
+        "Authorization": sent.format(key=key),
+        "Proxy-Authorization": f"Basic {key}",
+        "X-Trace": "Trace-1",
+    }
+    with raw_http(fake, via) as http:
+        http.post(CHECK, json=CHAT, headers=headers)
+
+    [request] = fake.requests
+    names = [name for name, _ in request.headers]
+    assert names == [name.lower() for name in names]
+    assert {"host", "user-agent", "content-length", "content-type"} <= set(names)
+    got = dict(request.headers)
+    assert got["authorization"] == recorded
+    assert got["proxy-authorization"] == "[redacted]"
+    assert got["x-trace"] == "Trace-1"  # values as sent
+    assert not any(key in value or key[10:] in value for _, value in request.headers)
+
+
+def test_requests_record_the_body_byte_for_byte(via: str) -> None:
+    fake = FakeAmaiServer()
+    key = fake.create_key()
+    sent = [b'{"tool": "chat",\n "units": 1}', b"not json", b""]
+    with raw_http(fake, via) as http:
+        for content in sent:
+            http.post(CHECK, content=content, headers={"Authorization": f"Bearer {key}"})
+
+    assert [request.content for request in fake.requests] == sent
+    assert [request.body for request in fake.requests] == [CHAT, None, None]
+    assert [request.status for request in fake.requests] == [200, 400, 400]
+
+
+def test_headers_and_content_are_not_compared_nor_shown() -> None:
+    fake = FakeAmaiServer()
+    key = fake.create_key()
+    with fake.client(key) as client:
+        client.check("chat")
+    [request] = fake.requests
+    assert request.headers
+    assert request.content
+    bare = dataclasses.replace(request, headers=(), content=b"")
+    assert bare == request
+    assert repr(bare) == repr(request)
+    assert "headers" not in repr(request)
+
+
 # --- prices and exact arithmetic ---------------------------------------------------------
 
 
