@@ -4,14 +4,16 @@ import asyncio
 import inspect
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
 from amaimedia import AmaiClient, AsyncAmaiClient
+from amaimedia.testing import FakeAmaiServer
 
-from .fakes import KEY, FakeAPI, LoopbackServer
+from .fakes import KEY, FakeAPI
 
 Client = AmaiClient | AsyncAmaiClient
 
@@ -104,7 +106,22 @@ def api() -> FakeAPI:
     return FakeAPI()
 
 
+@dataclass(frozen=True)
+class Served:
+    """A `FakeAmaiServer` on a real loopback socket, and a key it issued.
+
+    The key's account holds 10,000 tokens, so a first `check("chat")` answers `QUOTE`.
+    Faults are queued on `fake`; what arrived is in `fake.requests`.
+    """
+
+    fake: FakeAmaiServer
+    key: str
+    base_url: str
+
+
 @pytest.fixture
-def loopback() -> Iterator[LoopbackServer]:
-    with LoopbackServer() as server:
-        yield server
+def loopback() -> Iterator[Served]:
+    fake = FakeAmaiServer()
+    key = fake.create_key(balance=10_000)
+    with fake.serve() as base_url:
+        yield Served(fake, key, base_url)

@@ -29,7 +29,6 @@ import amaimedia
 from amaimedia import AmaiClient
 from amaimedia._cli import ExitCode, main
 from amaimedia.testing import FakeAmaiServer
-from tests.fakes import Action, LoopbackServer
 
 VENV_BIN = Path(sys.executable).parent
 TIMEOUT = 30  # seconds; only a hung child process ever comes near it
@@ -390,10 +389,11 @@ def test_a_key_echoed_by_the_server_is_blanked_out(
 ) -> None:
     key = "amai_live_echoed_by_a_broken_server_0000"
     body = json.dumps({"ok": False, "error": "bad_gateway", "message": f"got Bearer {key}"})
-    with LoopbackServer() as server:
-        server.actions.append(Action(status=502, body=body.encode()))
+    fake = FakeAmaiServer()
+    fake.fail_next("check", status=502, body=body)  # answered before the key is checked
+    with fake.serve() as base_url:
         monkeypatch.setenv("AMAI_API_KEY", key)
-        code = main(["check", "chat", "--base-url", server.base_url, "--max-retries", "0"])
+        code = main(["check", "chat", "--base-url", base_url, "--max-retries", "0"])
     err = capsys.readouterr().err
     assert code == ExitCode.ERROR
     assert "got Bearer [API key]" in err

@@ -1,8 +1,10 @@
 """`AsyncAmaiClient(transport="aiohttp")` and `AiohttpTransport`, over real loopback sockets.
 
 The SDK must behave the same on either transport: the same answers, the same errors, the
-same retries. Most tests drive an `AsyncAmaiClient` against `FakeAmaiServer().serve()`;
-the ones about bytes on the wire or odd answers use the scriptable `LoopbackServer`.
+same retries. The tests drive an `AsyncAmaiClient` (or a bare `httpx.AsyncClient` on the
+transport) against `FakeAmaiServer().serve()`: odd answers are queued faults, and the bytes
+on the wire are read back from `fake.requests`. What no HTTP server sends (a refused
+connection, a full backlog, an answer that is not HTTP) is played on raw sockets.
 Waits between retries are recorded, not slept. Every client is closed: pytest turns an
 unclosed aiohttp session's warning into an error.
 """
@@ -41,7 +43,7 @@ from amaimedia import (
 from amaimedia._aiohttp_transport import httpx_error
 from amaimedia._config import AsyncTransportName
 from amaimedia.testing import FakeAmaiServer
-from tests.fakes import KEY, QUOTE, Action, LoopbackServer
+from tests.fakes import KEY, QUOTE
 
 _T = TypeVar("_T")
 TIMEOUT = 0.3
@@ -351,49 +353,62 @@ def test_an_answer_that_is_not_http_is_a_protocol_error() -> None:
         server.join(timeout=5)
 
 
-def test_a_redirect_is_not_followed(loopback: LoopbackServer) -> None:
-    loopback.actions.append(Action(status=302, headers={"location": "https://elsewhere.example/"}))
+def test_a_redirect_is_not_followed(fake: FakeAmaiServer, served: str) -> None:
+    key = fake.create_key()
+    fake.fail_next("check", status=302, headers={"location": "https://elsewhere.example/"})
 
     async def main() -> None:
-        client, _ = aiohttp_client(loopback.base_url)
+        client, _ = aiohttp_client(served, key)
         async with client:
             with pytest.raises(APIError, match="redirect"):
                 await client.check("chat")
 
     run(main)
-    assert len(loopback.requests) == 1
+    assert len(fake.requests) == 1
 
 
-HTML_502 = Action(
-    status=502, body=b"<html>bad gateway</html>", headers={"content-type": "text/html"}
-)
-UNAUTHORIZED = Action(
-    status=401,
-    body=b'{"ok": false, "error": "auth_required"}',
-    headers={"content-type": "application/json"},
-)
+def html_502(fake: FakeAmaiServer, times: int) -> None:
+    page = b"<html>bad gateway</html>"
+    fake.fail_next("check", status=502, body=page, content_type="text/html", times=times)
+
+
 # What the server does, then what the caller gets and how many requests it took.
-SCENARIOS: dict[str, tuple[list[Action], type[object], int]] = {
-    "dropped, then answered": ([Action(drop=True)], Quote, 2),
-    "dropped every time": ([Action(drop=True)] * 3, APIConnectionError, 3),
-    "too slow every time": ([Action(delay=TIMEOUT + 0.2)] * 3, APITimeoutError, 3),
-    "502 from the edge, then answered": ([HTML_502], Quote, 2),
-    "502 every time": ([HTML_502] * 3, ServerError, 3),
-    "401": ([UNAUTHORIZED], AuthenticationError, 1),
+SCENARIOS: dict[str, tuple[Callable[[FakeAmaiServer], None], type[object], int]] = {
+    "dropped, then answered": (lambda fake: fake.fail_next("check", drop=True), Quote, 2),
+    "dropped every time": (
+        lambda fake: fake.fail_next("check", drop=True, times=3),
+        APIConnectionError,
+        3,
+    ),
+    "too slow every time": (
+        lambda fake: fake.fail_next("check", delay=TIMEOUT + 0.2, times=3),
+        APITimeoutError,
+        3,
+    ),
+    "502 from the edge, then answered": (lambda fake: html_502(fake, times=1), Quote, 2),
+    "502 every time": (lambda fake: html_502(fake, times=3), ServerError, 3),
+    "401": (
+        lambda fake: fake.fail_next(
+            "check", status=401, body={"ok": False, "error": "auth_required"}
+        ),
+        AuthenticationError,
+        1,
+    ),
 }
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 @pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
 def test_both_transports_behave_alike(
-    loopback: LoopbackServer, transport: AsyncTransportName, scenario: str
+    fake: FakeAmaiServer, served: str, transport: AsyncTransportName, scenario: str
 ) -> None:
-    actions, outcome, requests = SCENARIOS[scenario]
-    loopback.actions.extend(actions)
+    key = fake.create_key()
+    queue_faults, outcome, requests = SCENARIOS[scenario]
+    queue_faults(fake)
 
     async def main() -> object:
         client = AsyncAmaiClient(
-            api_key=KEY, base_url=loopback.base_url, timeout=TIMEOUT, transport=transport
+            api_key=key, base_url=served, timeout=TIMEOUT, transport=transport
         )
         sleeps: list[float] = []
 
@@ -410,56 +425,60 @@ def test_both_transports_behave_alike(
         return result
 
     assert type(run(main)) is outcome
-    assert len(loopback.requests) == requests
+    assert len(fake.requests) == requests
 
 
 # --- fidelity: what goes out, what comes back ------------------------------------------------
 
 
-def test_the_request_on_the_wire_is_the_one_httpx_built(loopback: LoopbackServer) -> None:
+def test_the_request_on_the_wire_is_the_one_httpx_built(fake: FakeAmaiServer, served: str) -> None:
+    key = fake.create_key()
+
     async def main() -> None:
-        client, _ = aiohttp_client(loopback.base_url)
+        client, _ = aiohttp_client(served, key)
         async with client:
             await client.check("chat", units=2)
 
     run(main)
-    ((path, headers, body),) = loopback.requests
-    sent = {name.lower(): value for name, value in headers.items()}
-    assert path == "/api/v1/tools/check"
-    assert json.loads(body) == {"tool": "chat", "units": 2}
-    assert sent["authorization"] == f"Bearer {KEY}"
+    (request,) = fake.requests
+    sent = dict(request.headers)
+    assert request.path == "/api/v1/tools/check"
+    assert json.loads(request.content) == {"tool": "chat", "units": 2}
+    # The fake keeps no key, but accepted this one: it is the key the client was given.
+    assert sent["authorization"] == "Bearer [redacted]"
+    assert request.status == 200
     assert sent["content-type"] == "application/json"
     assert sent["accept"] == "application/json"
     assert sent["user-agent"].startswith("amaimedia-python/")
-    assert sent["content-length"] == str(len(body))
+    assert sent["content-length"] == str(len(request.content))
     assert "aiohttp" not in json.dumps(sent).lower()
 
 
-def test_a_streamed_body_goes_out_whole_with_its_length(loopback: LoopbackServer) -> None:
+def test_a_streamed_body_goes_out_whole_with_its_length(fake: FakeAmaiServer, served: str) -> None:
+    fake.fail_next("check", status=200, body=QUOTE)
+
     async def chunks() -> AsyncIterator[bytes]:
         yield b'{"tool": '
         yield b'"chat"}'
 
     async def main() -> httpx.Response:
         async with httpx.AsyncClient(transport=AiohttpTransport()) as http:
-            return await http.post(loopback.base_url + "/api/v1/tools/check", content=chunks())
+            return await http.post(served + "/api/v1/tools/check", content=chunks())
 
     assert run(main).json() == QUOTE
-    ((_, headers, body),) = loopback.requests
-    assert body == b'{"tool": "chat"}'
-    assert {name.lower() for name in headers} >= {"content-length"}
-    assert "transfer-encoding" not in {name.lower() for name in headers}
+    (request,) = fake.requests
+    assert request.content == b'{"tool": "chat"}'
+    assert {name for name, _ in request.headers} >= {"content-length"}
+    assert "transfer-encoding" not in {name for name, _ in request.headers}
 
 
-def test_the_answer_is_decoded_by_httpx(loopback: LoopbackServer) -> None:
+def test_the_answer_is_decoded_by_httpx(fake: FakeAmaiServer, served: str) -> None:
     body = gzip.compress(json.dumps(QUOTE).encode())
-    loopback.actions.append(
-        Action(body=body, headers={"content-type": "application/json", "content-encoding": "gzip"})
-    )
+    fake.fail_next("check", status=200, body=body, headers={"content-encoding": "gzip"})
 
     async def main() -> httpx.Response:
         async with httpx.AsyncClient(transport=AiohttpTransport()) as http:
-            return await http.post(loopback.base_url + "/api/v1/tools/check", content=b"{}")
+            return await http.post(served + "/api/v1/tools/check", content=b"{}")
 
     response = run(main)
     assert response.json() == QUOTE
@@ -468,14 +487,16 @@ def test_the_answer_is_decoded_by_httpx(loopback: LoopbackServer) -> None:
     assert response.reason_phrase == "OK"
 
 
-def test_an_empty_request_body_is_sent_without_one(loopback: LoopbackServer) -> None:
+def test_an_empty_request_body_is_sent_without_one(fake: FakeAmaiServer, served: str) -> None:
+    fake.fail_next("check", status=200, body=QUOTE)
+
     async def main() -> int:
         async with httpx.AsyncClient(transport=AiohttpTransport()) as http:
-            return (await http.post(loopback.base_url + "/api/v1/tools/check")).status_code
+            return (await http.post(served + "/api/v1/tools/check")).status_code
 
     assert run(main) == 200
-    ((_, _, body),) = loopback.requests
-    assert body == b""
+    (request,) = fake.requests
+    assert request.content == b""
 
 
 # --- the pool ---------------------------------------------------------------------------------

@@ -1,38 +1,37 @@
 """The API key stays secret on a real socket: in the logs of httpx's own transport, and in
-the exceptions raised for what only a wire shows (a cut connection)."""
+the exceptions raised for what only a wire shows (a cut connection).
+
+The server is a `FakeAmaiServer` on loopback. The planted key is not one it issued, so every
+answer here is a queued fault: faults are answered before any authentication.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 
 import pytest
 
 from amaimedia import APIConnectionError, AuthenticationError, RateLimitError
-from tests.conftest import Harness
-from tests.fakes import Action, LoopbackServer
+from tests.conftest import Harness, Served
+from tests.fakes import CHARGE, QUOTE
 from tests.planted import SECRET, assert_exception_is_clean, assert_secret_absent, call
 
 
 def test_key_never_reaches_logs_or_exceptions(
-    harness: Harness, loopback: LoopbackServer, caplog: pytest.LogCaptureFixture
+    harness: Harness, loopback: Served, caplog: pytest.LogCaptureFixture
 ) -> None:
     for name in (None, "amaimedia", "httpx", "httpcore"):
         caplog.set_level(logging.DEBUG, logger=name)
     client = harness.client(http_client=None, base_url=loopback.base_url, api_key=SECRET)
     once = client.with_options(max_retries=0)
-    rate_limited = json.dumps({"ok": False, "error": "rate_limited"}).encode()
-    loopback.actions.extend(
-        [
-            LoopbackServer.default("/check"),
-            LoopbackServer.default("/spend"),
-            Action(status=429, body=rate_limited, headers={"retry-after": "0"}),
-            LoopbackServer.default("/check"),  # the retry
-            Action(status=401, body=b'{"ok": false, "error": "auth_required"}'),
-            Action(status=429, body=rate_limited),
-            Action(drop=True),
-        ]
-    )
+    fake = loopback.fake
+    fake.fail_next("check", status=200, body=QUOTE)
+    fake.fail_next("spend", status=200, body=CHARGE)
+    fake.fail_next("check", status=429, retry_after=0)
+    fake.fail_next("check", status=200, body=QUOTE)  # the retry
+    fake.fail_next("spend", status=401)
+    fake.fail_next("check", status=429)
+    fake.fail_next("check", drop=True)
     harness.run(client.check("chat"))
     harness.run(client.spend("chat", reference="job-1"))
     harness.run(client.check("chat"))
@@ -42,8 +41,10 @@ def test_key_never_reaches_logs_or_exceptions(
         call(harness, lambda: once.check("chat")),
     ]
     assert [type(e) for e in raised] == [AuthenticationError, RateLimitError, APIConnectionError]
-    assert len(loopback.requests) == 7
-    assert all(h["Authorization"] == f"Bearer {SECRET}" for _, h, _ in loopback.requests)
+    assert len(fake.requests) == 7
+    # A bearer key went with every request; that it is the planted one, the fake (which
+    # keeps no key) cannot say: tests/client/test_security.py checks it in process.
+    assert all(dict(r.headers)["authorization"] == "Bearer [redacted]" for r in fake.requests)
 
     # The logs are real: the SDK's, httpx's and httpcore's own, at every level.
     names = {record.name.split(".")[0] for record in caplog.records}
