@@ -13,39 +13,39 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import respx
 
 import amaimedia._client
 from amaimedia import AmaiClient, AsyncAmaiClient, Charge, Quote
-from tests.fakes import CHARGE, KEY, QUOTE, FakeAPI, error
+from tests.answers import CHARGE, KEY, QUOTE, api_router, bodies, error, queue
 
 
-def echoing(api: FakeAPI) -> httpx.MockTransport:
+def echoing(api: respx.Router) -> httpx.MockTransport:
     """`api`'s transport, with each spend answer echoing the reference it answers.
 
     `Charge` keeps unknown fields, so `charge.model_extra["echo"]` tells which request a
-    result came from: a result paired with another thread's reference would show.
+    result came from: a result paired with another thread's reference would show. (The
+    router's handler answers a sync and an async httpx client alike.)
     """
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        response = api.handler(request)
-        if request.url.path.endswith("/spend"):
-            echo = json.loads(request.content)["reference"]
-            return httpx.Response(200, json={**CHARGE, "echo": echo})
-        return response
+    def echo(request: httpx.Request) -> httpx.Response:
+        reference = json.loads(request.content)["reference"]
+        return httpx.Response(200, json={**CHARGE, "echo": reference})
 
-    return httpx.MockTransport(handler)
+    api["spend"].mock(side_effect=echo)
+    return httpx.MockTransport(api.handler)
 
 
-def assert_paired(charges: list[Charge], api: FakeAPI, count: int) -> None:
-    sent = [body["reference"] for body in api.bodies("spend")]
-    assert len(api.requests) == count
+def assert_paired(charges: list[Charge], api: respx.Router, count: int) -> None:
+    sent = [body["reference"] for body in bodies(api["spend"].calls)]
+    assert api.calls.call_count == count
     assert len(set(sent)) == count
     assert all(charge.model_extra == {"echo": charge.reference} for charge in charges)
     assert sorted(charge.reference for charge in charges) == sorted(sent)
 
 
 def test_threads_share_one_sync_client() -> None:
-    api = FakeAPI()
+    api = api_router()
     threads: set[int] = set()
 
     http = httpx.Client(transport=echoing(api))
@@ -64,7 +64,7 @@ def test_threads_share_one_sync_client() -> None:
 
 
 def test_tasks_share_one_async_client() -> None:
-    api = FakeAPI()
+    api = api_router()
 
     async def main() -> list[Charge]:
         http = httpx.AsyncClient(transport=echoing(api))
@@ -78,9 +78,9 @@ def test_tasks_share_one_async_client() -> None:
 
 def test_sync_client_inside_a_running_event_loop() -> None:
     """As in a Jupyter cell: a loop runs in this thread, and the sync client must not care."""
-    api = FakeAPI()
+    api = api_router()
     # A retried answer too, so that the sync client's wait runs inside the loop as well.
-    api.queue("check", error(429, "rate_limited", headers={"retry-after-ms": "1"}))
+    queue(api["check"], error(429, "rate_limited", headers={"retry-after-ms": "1"}))
 
     async def cell() -> Quote:
         asyncio.get_running_loop()  # raises if no loop runs: the test would prove nothing
@@ -89,7 +89,7 @@ def test_sync_client_inside_a_running_event_loop() -> None:
             return client.check("chat")
 
     assert asyncio.run(cell()) == Quote(**QUOTE)
-    assert len(api.requests) == 2
+    assert api.calls.call_count == 2
 
 
 def test_sync_client_does_not_use_asyncio() -> None:

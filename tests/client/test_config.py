@@ -1,4 +1,8 @@
-"""Client settings: where each comes from, what makes it valid, and the public surface."""
+"""Client settings: where each comes from, what makes it valid; the public types.
+
+In process, over the `api` respx router. `__all__` and the public module of each class are
+checked in `tests/test_public_api.py`.
+"""
 
 from __future__ import annotations
 
@@ -21,8 +25,8 @@ import respx
 import amaimedia
 import amaimedia._logging as sdk_logging
 from amaimedia import NOT_GIVEN, AmaiClient, AmaiError, ErrorCode, NotGiven, ToolName
+from tests.answers import KEY, QUOTE, error, queue, requests
 from tests.conftest import Harness
-from tests.fakes import KEY, QUOTE, FakeAPI, error
 
 ROOT = Path(__file__).resolve().parents[2]
 OTHER_KEY = "amai_live_other_0123456789abcdefQRST"
@@ -36,66 +40,66 @@ def close(harness: Harness, client: Any) -> None:
 # --- API key ---------------------------------------------------------------------------
 
 
-def test_api_key_from_argument(harness: Harness, api: FakeAPI) -> None:
+def test_api_key_from_argument(harness: Harness, api: respx.Router) -> None:
     harness.run(harness.client(api, api_key=OTHER_KEY).check("chat"))
-    assert api.requests[0].headers["Authorization"] == f"Bearer {OTHER_KEY}"
+    assert api.calls[0].request.headers["Authorization"] == f"Bearer {OTHER_KEY}"
 
 
 def test_api_key_from_environment(
-    harness: Harness, api: FakeAPI, monkeypatch: pytest.MonkeyPatch
+    harness: Harness, api: respx.Router, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AMAI_API_KEY", OTHER_KEY)
     harness.run(harness.client(api, api_key=None).check("chat"))
-    assert api.requests[0].headers["Authorization"] == f"Bearer {OTHER_KEY}"
+    assert api.calls[0].request.headers["Authorization"] == f"Bearer {OTHER_KEY}"
 
 
 def test_api_key_argument_wins_over_environment(
-    harness: Harness, api: FakeAPI, monkeypatch: pytest.MonkeyPatch
+    harness: Harness, api: respx.Router, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AMAI_API_KEY", OTHER_KEY)
     harness.run(harness.client(api, api_key=KEY).check("chat"))
-    assert api.requests[0].headers["Authorization"] == f"Bearer {KEY}"
+    assert api.calls[0].request.headers["Authorization"] == f"Bearer {KEY}"
 
 
 @pytest.mark.parametrize("env_value", [None, ""], ids=["unset", "empty"])
 def test_missing_api_key_names_the_variable(
-    harness: Harness, api: FakeAPI, monkeypatch: pytest.MonkeyPatch, env_value: str | None
+    harness: Harness, api: respx.Router, monkeypatch: pytest.MonkeyPatch, env_value: str | None
 ) -> None:
     if env_value is not None:
         monkeypatch.setenv("AMAI_API_KEY", env_value)
     with pytest.raises(AmaiError, match="AMAI_API_KEY"):
         harness.client(api, api_key=None)
-    assert api.requests == []
+    assert api.calls.call_count == 0
 
 
 # --- base URL --------------------------------------------------------------------------
 
 
-def test_default_base_url(harness: Harness, api: FakeAPI) -> None:
+def test_default_base_url(harness: Harness, api: respx.Router) -> None:
     client = harness.client(api)
     harness.run(client.check("chat"))
     assert client.base_url == httpx.URL("https://api.amaimedia.com")
-    assert str(api.requests[0].url) == CHECK_URL
+    assert str(api.calls[0].request.url) == CHECK_URL
 
 
 def test_base_url_from_environment(
-    harness: Harness, api: FakeAPI, monkeypatch: pytest.MonkeyPatch
+    harness: Harness, api: respx.Router, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AMAI_BASE_URL", "https://staging.example")
     client = harness.client(api)
     harness.run(client.check("chat"))
     assert client.base_url == httpx.URL("https://staging.example")
-    assert str(api.requests[0].url) == "https://staging.example/api/v1/tools/check"
+    assert str(api.calls[0].request.url) == "https://staging.example/api/v1/tools/check"
 
 
 def test_base_url_argument_wins_over_environment(
-    harness: Harness, api: FakeAPI, monkeypatch: pytest.MonkeyPatch
+    harness: Harness, api: respx.Router, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AMAI_BASE_URL", "https://staging.example")
     client = harness.client(api, base_url="https://eu.example")
     harness.run(client.check("chat"))
     assert client.base_url == httpx.URL("https://eu.example")
-    assert api.requests[0].url.host == "eu.example"
+    assert api.calls[0].request.url.host == "eu.example"
 
 
 @pytest.mark.parametrize(
@@ -111,10 +115,10 @@ def test_base_url_argument_wins_over_environment(
     ],
 )
 def test_base_url_slash_and_path_prefix(
-    harness: Harness, api: FakeAPI, base_url: str | httpx.URL, expected: str
+    harness: Harness, api: respx.Router, base_url: str | httpx.URL, expected: str
 ) -> None:
     harness.run(harness.client(api, base_url=base_url).check("chat"))
-    assert str(api.requests[0].url) == expected
+    assert str(api.calls[0].request.url) == expected
 
 
 # --- invalid settings ------------------------------------------------------------------
@@ -141,7 +145,7 @@ INVALID_SETTINGS = [
 
 @pytest.mark.parametrize(("setting", "value", "error"), INVALID_SETTINGS)
 def test_invalid_setting_is_refused_and_named(
-    harness: Harness, api: FakeAPI, setting: str, value: object, error: type[Exception]
+    harness: Harness, api: respx.Router, setting: str, value: object, error: type[Exception]
 ) -> None:
     with pytest.raises(error, match=setting):
         harness.client(api, **{setting: value})
@@ -149,7 +153,7 @@ def test_invalid_setting_is_refused_and_named(
 
 @pytest.mark.parametrize(("setting", "value", "error"), INVALID_SETTINGS)
 def test_invalid_setting_in_with_options_is_refused_and_named(
-    harness: Harness, api: FakeAPI, setting: str, value: object, error: type[Exception]
+    harness: Harness, api: respx.Router, setting: str, value: object, error: type[Exception]
 ) -> None:
     client = harness.client(api)
     with pytest.raises(error, match=setting):
@@ -190,14 +194,14 @@ def test_http_client_of_the_wrong_kind(harness: Harness) -> None:
     ids=["float", "int", "none", "httpx.Timeout"],
 )
 def test_timeout_is_applied_to_each_request(
-    harness: Harness, api: FakeAPI, timeout: Any, expected: dict[str, float | None]
+    harness: Harness, api: respx.Router, timeout: Any, expected: dict[str, float | None]
 ) -> None:
     # The caller's httpx client has its own timeout; the SDK's setting must win.
     http = harness.http_client(api, timeout=99.0)
     client = harness.client(api, http_client=http, timeout=timeout)
     harness.run(client.check("chat"))
     harness.run(client.spend("chat"))
-    assert [r.extensions["timeout"] for r in api.requests] == [expected, expected]
+    assert [r.extensions["timeout"] for r in requests(api.calls)] == [expected, expected]
     if isinstance(timeout, httpx.Timeout):
         assert client.timeout is timeout
 
@@ -206,7 +210,7 @@ def test_timeout_is_applied_to_each_request(
 
 
 def test_with_options_changes_one_setting_and_keeps_the_rest(
-    harness: Harness, api: FakeAPI
+    harness: Harness, api: respx.Router
 ) -> None:
     client = harness.client(
         api, base_url="https://eu.example", timeout=7.0, max_retries=4, max_retry_after=9
@@ -222,15 +226,15 @@ def test_with_options_changes_one_setting_and_keeps_the_rest(
 
     harness.run(copy.with_options(api_key=OTHER_KEY).check("chat"))
     harness.run(copy.check("chat"))
-    assert [r.headers["Authorization"] for r in api.requests] == [
+    assert [r.headers["Authorization"] for r in requests(api.calls)] == [
         f"Bearer {OTHER_KEY}",
         f"Bearer {KEY}",
     ]
-    assert all(r.url.host == "eu.example" for r in api.requests)
+    assert all(r.url.host == "eu.example" for r in requests(api.calls))
 
 
 def test_with_options_none_turns_timeout_off_but_not_given_keeps_it(
-    harness: Harness, api: FakeAPI
+    harness: Harness, api: respx.Router
 ) -> None:
     client = harness.client(api, timeout=3.0)
     kept = client.with_options()
@@ -239,8 +243,8 @@ def test_with_options_none_turns_timeout_off_but_not_given_keeps_it(
     assert off.timeout == httpx.Timeout(None)
     harness.run(kept.check("chat"))
     harness.run(off.check("chat"))
-    assert api.requests[0].extensions["timeout"]["read"] == 3.0
-    assert api.requests[1].extensions["timeout"]["read"] is None
+    assert api.calls[0].request.extensions["timeout"]["read"] == 3.0
+    assert api.calls[1].request.extensions["timeout"]["read"] is None
 
 
 def test_closing_a_copy_leaves_the_original_usable(
@@ -287,7 +291,7 @@ def test_closed_client_raises_without_sending(
 
 
 def test_client_on_a_closed_http_client_raises_without_sending(
-    harness: Harness, api: FakeAPI
+    harness: Harness, api: respx.Router
 ) -> None:
     http = harness.http_client(api)
     client = harness.client(api, http_client=http)
@@ -295,7 +299,7 @@ def test_client_on_a_closed_http_client_raises_without_sending(
     assert client.is_closed
     with pytest.raises(AmaiError, match="closed"):
         harness.run(client.spend("chat"))
-    assert api.requests == []
+    assert api.calls.call_count == 0
 
 
 def test_context_manager_closes_the_owned_pool(harness: Harness) -> None:
@@ -315,7 +319,7 @@ def test_context_manager_closes_the_owned_pool(harness: Harness) -> None:
     assert client.is_closed
 
 
-def test_context_manager_leaves_the_callers_pool_open(harness: Harness, api: FakeAPI) -> None:
+def test_context_manager_leaves_the_callers_pool_open(harness: Harness, api: respx.Router) -> None:
     http = harness.http_client(api)
     client = harness.client(api, http_client=http)
     if harness.is_async:
@@ -334,8 +338,8 @@ def test_context_manager_leaves_the_callers_pool_open(harness: Harness, api: Fak
 # --- headers ---------------------------------------------------------------------------
 
 
-def test_headers_on_every_request(harness: Harness, api: FakeAPI) -> None:
-    api.queue("spend", error(503), error(429, "rate_limited", headers={"retry-after": "0"}))
+def test_headers_on_every_request(harness: Harness, api: respx.Router) -> None:
+    queue(api["spend"], error(503), error(429, "rate_limited", headers={"retry-after": "0"}))
     client = harness.client(api)
     harness.run(client.check("chat"))
     harness.run(client.spend("chat"))
@@ -343,8 +347,8 @@ def test_headers_on_every_request(harness: Harness, api: FakeAPI) -> None:
         f"amaimedia-python/{amaimedia.__version__} "
         f"(Python {platform.python_version()}; {platform.system()})"
     )
-    assert len(api.requests) == 4  # check, then a spend retried twice
-    for request in api.requests:
+    assert api.calls.call_count == 4  # check, then a spend retried twice
+    for request in requests(api.calls):
         assert request.headers["User-Agent"] == expected_agent
         assert request.headers["Accept"] == "application/json"
         assert request.headers["Content-Type"] == "application/json"

@@ -1,7 +1,8 @@
 """The error mapping: from an HTTP answer to the SDK's typed exceptions.
 
-Every test runs against both clients through the `harness` fixture. Statuses that the
-SDK would retry (429, 5xx) are tested with `max_retries=0` so that one answer is one error.
+Every test runs against both clients through the `harness` fixture, in process: the answer
+is queued on the `api` respx router. Statuses that the SDK would retry (429, 5xx) are
+tested with `max_retries=0` so that one answer is one error.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from amaimedia import (
     RateLimitError,
     ServerError,
 )
+from tests.answers import CHARGE, KEY, QUOTE, bodies, error, queue
 from tests.conftest import Harness
-from tests.fakes import CHARGE, KEY, QUOTE, FakeAPI, error
 
 BASE_URL = "https://api.amaimedia.com"
 CHECK_URL = BASE_URL + "/api/v1/tools/check"
@@ -40,18 +41,18 @@ def call(harness: Harness, client: Any, endpoint: str) -> Any:
 
 def raised(
     harness: Harness,
-    api: FakeAPI,
+    api: respx.Router,
     reply: httpx.Response,
     *,
     endpoint: str = "check",
     expected: type[AmaiError] = AmaiError,
 ) -> Any:
     """The exception one answer turns into, with retries off; exactly one request is sent."""
-    api.queue(endpoint, reply)
+    queue(api[endpoint], reply)
     client = harness.client(api, max_retries=0)
     with pytest.raises(expected) as excinfo:
         call(harness, client, endpoint)
-    assert len(api.requests) == 1
+    assert api.calls.call_count == 1
     return excinfo.value
 
 
@@ -74,7 +75,7 @@ def raw(status: int, content: bytes | str, **headers: str) -> httpx.Response:
 )
 def test_documented_errors_map_to_their_class(
     harness: Harness,
-    api: FakeAPI,
+    api: respx.Router,
     endpoint: str,
     status: int,
     code: str,
@@ -93,7 +94,9 @@ def test_documented_errors_map_to_their_class(
     assert exc.request_id == "req-abc"
 
 
-def test_insufficient_credits_carries_cost_and_balance(harness: Harness, api: FakeAPI) -> None:
+def test_insufficient_credits_carries_cost_and_balance(
+    harness: Harness, api: respx.Router
+) -> None:
     reply = error(402, "insufficient_credits", cost_tokens=5, balance=2)
     exc = raised(harness, api, reply, endpoint="spend", expected=InsufficientCreditsError)
     assert exc.cost_tokens == 5
@@ -106,7 +109,7 @@ def test_insufficient_credits_carries_cost_and_balance(harness: Harness, api: Fa
     }
 
 
-def test_insufficient_credits_without_amounts(harness: Harness, api: FakeAPI) -> None:
+def test_insufficient_credits_without_amounts(harness: Harness, api: respx.Router) -> None:
     exc = raised(
         harness, api, error(402, "insufficient_credits"), expected=InsufficientCreditsError
     )
@@ -114,14 +117,14 @@ def test_insufficient_credits_without_amounts(harness: Harness, api: FakeAPI) ->
     assert exc.balance is None
 
 
-def test_rate_limited_without_retry_after(harness: Harness, api: FakeAPI) -> None:
+def test_rate_limited_without_retry_after(harness: Harness, api: respx.Router) -> None:
     exc = raised(harness, api, error(429, "rate_limited"), expected=RateLimitError)
     assert exc.retry_after is None
 
 
 @pytest.mark.parametrize(("header", "seconds"), [("7", 7.0), ("0.5", 0.5), ("0", 0.0)])
 def test_rate_limited_with_retry_after(
-    harness: Harness, api: FakeAPI, header: str, seconds: float
+    harness: Harness, api: respx.Router, header: str, seconds: float
 ) -> None:
     reply = error(429, "rate_limited", headers={"Retry-After": header})
     exc = raised(harness, api, reply, expected=RateLimitError)
@@ -129,7 +132,7 @@ def test_rate_limited_with_retry_after(
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
-def test_5xx_is_server_error(harness: Harness, api: FakeAPI, status: int) -> None:
+def test_5xx_is_server_error(harness: Harness, api: respx.Router, status: int) -> None:
     exc = raised(harness, api, error(status), expected=ServerError)
     assert type(exc) is ServerError
     assert isinstance(exc, APIError)
@@ -153,7 +156,7 @@ def test_5xx_is_server_error(harness: Harness, api: FakeAPI, status: int) -> Non
     ],
 )
 def test_known_string_wins_over_status(
-    harness: Harness, api: FakeAPI, status: int, code: str, cls: type[APIError]
+    harness: Harness, api: respx.Router, status: int, code: str, cls: type[APIError]
 ) -> None:
     exc = raised(harness, api, error(status, code))
     assert type(exc) is cls
@@ -163,7 +166,7 @@ def test_known_string_wins_over_status(
 
 @pytest.mark.parametrize("status", [400, 404, 405, 409, 418, 422])
 def test_unknown_string_on_4xx_is_plain_api_error(
-    harness: Harness, api: FakeAPI, status: int
+    harness: Harness, api: respx.Router, status: int
 ) -> None:
     exc = raised(harness, api, error(status, "tool_unknown"))
     assert type(exc) is APIError
@@ -182,7 +185,7 @@ def test_unknown_string_on_4xx_is_plain_api_error(
     ],
 )
 def test_unknown_string_on_a_documented_status_maps_by_status(
-    harness: Harness, api: FakeAPI, status: int, cls: type[APIError]
+    harness: Harness, api: respx.Router, status: int, cls: type[APIError]
 ) -> None:
     """An unknown string is no known string: the documented status still decides."""
     exc = raised(harness, api, error(status, "key_expired"))
@@ -193,7 +196,7 @@ def test_unknown_string_on_a_documented_status_maps_by_status(
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
 def test_unknown_string_on_5xx_is_server_error(
-    harness: Harness, api: FakeAPI, status: int
+    harness: Harness, api: respx.Router, status: int
 ) -> None:
     exc = raised(harness, api, error(status, "worker_crashed"))
     assert type(exc) is ServerError
@@ -221,7 +224,7 @@ def test_unknown_string_on_5xx_is_server_error(
     ],
 )
 def test_status_decides_without_a_known_string(
-    harness: Harness, api: FakeAPI, status: int, cls: type[APIError]
+    harness: Harness, api: respx.Router, status: int, cls: type[APIError]
 ) -> None:
     exc = raised(harness, api, error(status))
     assert type(exc) is cls
@@ -232,7 +235,7 @@ def test_status_decides_without_a_known_string(
 # --- Bodies that are not the documented JSON ----------------------------------------------
 
 
-def test_html_502_page_is_server_error(harness: Harness, api: FakeAPI) -> None:
+def test_html_502_page_is_server_error(harness: Harness, api: respx.Router) -> None:
     page = "<html><body><h1>502 Bad Gateway</h1></body></html>"
     exc = raised(harness, api, raw(502, page, **{"content-type": "text/html"}))
     assert type(exc) is ServerError
@@ -247,7 +250,7 @@ def test_html_502_page_is_server_error(harness: Harness, api: FakeAPI) -> None:
 @pytest.mark.parametrize(
     ("status", "cls"), [(500, ServerError), (400, APIError), (401, AuthenticationError)]
 )
-def test_empty_body(harness: Harness, api: FakeAPI, status: int, cls: type[APIError]) -> None:
+def test_empty_body(harness: Harness, api: respx.Router, status: int, cls: type[APIError]) -> None:
     exc = raised(harness, api, raw(status, b""))
     assert type(exc) is cls
     assert exc.status_code == status
@@ -266,7 +269,7 @@ def test_empty_body(harness: Harness, api: FakeAPI, status: int, cls: type[APIEr
     ],
 )
 def test_json_that_is_not_an_object(
-    harness: Harness, api: FakeAPI, content: bytes, parsed: object
+    harness: Harness, api: respx.Router, content: bytes, parsed: object
 ) -> None:
     """Only an object carries an error string; "forbidden" as a bare string does not count."""
     exc = raised(harness, api, raw(400, content, **{"content-type": "application/json"}))
@@ -292,7 +295,7 @@ def test_json_that_is_not_an_object(
     ],
 )
 def test_error_fields_of_the_wrong_type_never_crash(
-    harness: Harness, api: FakeAPI, fields: dict[str, Any]
+    harness: Harness, api: respx.Router, fields: dict[str, Any]
 ) -> None:
     exc = raised(harness, api, httpx.Response(400, json=fields))
     assert type(exc) is APIError
@@ -300,7 +303,7 @@ def test_error_fields_of_the_wrong_type_never_crash(
     assert exc.body == fields
 
 
-def test_amounts_of_the_wrong_type_never_crash(harness: Harness, api: FakeAPI) -> None:
+def test_amounts_of_the_wrong_type_never_crash(harness: Harness, api: respx.Router) -> None:
     body = {"ok": False, "error": "insufficient_credits", "cost_tokens": "x", "balance": [2]}
     exc = raised(harness, api, httpx.Response(402, json=body), expected=InsufficientCreditsError)
     assert exc.cost_tokens is None
@@ -310,20 +313,20 @@ def test_amounts_of_the_wrong_type_never_crash(harness: Harness, api: FakeAPI) -
 
 
 @pytest.mark.parametrize("status", [500, 400])
-def test_invalid_utf8_body(harness: Harness, api: FakeAPI, status: int) -> None:
+def test_invalid_utf8_body(harness: Harness, api: respx.Router, status: int) -> None:
     exc = raised(harness, api, raw(status, b'\xff\xfe\xfa{"error": "forbidden"'))
     assert type(exc) is (ServerError if status >= 500 else APIError)
     assert exc.error is None
     assert isinstance(exc.body, str)
 
 
-def test_unknown_charset(harness: Harness, api: FakeAPI) -> None:
+def test_unknown_charset(harness: Harness, api: respx.Router) -> None:
     reply = raw(502, b"<html>down</html>", **{"content-type": "text/html; charset=no-such"})
     exc = raised(harness, api, reply, expected=ServerError)
     assert exc.body == "<html>down</html>"
 
 
-def test_deeply_nested_json(harness: Harness, api: FakeAPI) -> None:
+def test_deeply_nested_json(harness: Harness, api: respx.Router) -> None:
     """A body that would blow the parser's recursion limit is read as text."""
     content = b"[" * 100_000 + b"]" * 100_000
     exc = raised(harness, api, raw(500, content), expected=ServerError)
@@ -343,20 +346,20 @@ def test_deeply_nested_json(harness: Harness, api: FakeAPI) -> None:
     ],
 )
 def test_request_id_from_headers(
-    harness: Harness, api: FakeAPI, headers: dict[str, str], request_id: str
+    harness: Harness, api: respx.Router, headers: dict[str, str], request_id: str
 ) -> None:
     exc = raised(harness, api, error(403, "forbidden", headers=headers), expected=ForbiddenError)
     assert exc.request_id == request_id
     assert request_id in str(exc)
 
 
-def test_no_request_id(harness: Harness, api: FakeAPI) -> None:
+def test_no_request_id(harness: Harness, api: respx.Router) -> None:
     exc = raised(harness, api, error(403, "forbidden"), expected=ForbiddenError)
     assert exc.request_id is None
     assert "request_id" not in str(exc)
 
 
-def test_str_of_insufficient_credits(harness: Harness, api: FakeAPI) -> None:
+def test_str_of_insufficient_credits(harness: Harness, api: respx.Router) -> None:
     reply = error(402, "insufficient_credits", cost_tokens=50, balance=7)
     exc = raised(harness, api, reply, endpoint="spend")
     text = str(exc)
@@ -367,7 +370,7 @@ def test_str_of_insufficient_credits(harness: Harness, api: FakeAPI) -> None:
     assert "\n" not in text  # one log line
 
 
-def test_str_of_rate_limit_mentions_the_wait(harness: Harness, api: FakeAPI) -> None:
+def test_str_of_rate_limit_mentions_the_wait(harness: Harness, api: respx.Router) -> None:
     reply = error(429, "rate_limited", headers={"Retry-After": "12"})
     exc = raised(harness, api, reply, expected=RateLimitError)
     assert "429" in str(exc)
@@ -383,7 +386,7 @@ def test_str_of_rate_limit_mentions_the_wait(harness: Harness, api: FakeAPI) -> 
     ],
 )
 def test_repr_is_short(
-    harness: Harness, api: FakeAPI, status: int, body: dict[str, Any] | str, name: str
+    harness: Harness, api: respx.Router, status: int, body: dict[str, Any] | str, name: str
 ) -> None:
     # Responses are built per test: one httpx.Response cannot serve both clients.
     if isinstance(body, str):
@@ -397,7 +400,7 @@ def test_repr_is_short(
     assert "<html>" not in text
 
 
-def test_server_message_is_shown(harness: Harness, api: FakeAPI) -> None:
+def test_server_message_is_shown(harness: Harness, api: respx.Router) -> None:
     reply = error(403, "forbidden", message="region blocked")
     exc = raised(harness, api, reply, expected=ForbiddenError)
     assert exc.message == "region blocked"
@@ -438,15 +441,15 @@ def test_request_id_and_mapping_with_respx(harness: Harness, respx_mock: respx.M
     ],
 )
 def test_2xx_of_the_wrong_shape(
-    harness: Harness, api: FakeAPI, endpoint: str, body: dict[str, Any], field: str
+    harness: Harness, api: respx.Router, endpoint: str, body: dict[str, Any], field: str
 ) -> None:
     """Not retried: the server did answer, and a spend may already have charged."""
-    api.queue(endpoint, httpx.Response(200, json=body))
+    queue(api[endpoint], httpx.Response(200, json=body))
     client = harness.client(api, max_retries=2)
     with pytest.raises(APIResponseValidationError) as excinfo:
         call(harness, client, endpoint)
     exc = excinfo.value
-    assert len(api.requests) == 1
+    assert api.calls.call_count == 1
     assert harness.sleeps == []
     assert isinstance(exc, AmaiError)
     assert not isinstance(exc, APIError)
@@ -468,14 +471,14 @@ def test_2xx_of_the_wrong_shape(
 )
 @pytest.mark.parametrize("endpoint", ["check", "spend"])
 def test_2xx_that_is_not_a_json_object(
-    harness: Harness, api: FakeAPI, endpoint: str, content: bytes, body: object
+    harness: Harness, api: respx.Router, endpoint: str, content: bytes, body: object
 ) -> None:
-    api.queue(endpoint, httpx.Response(200, content=content, headers={"x-request-id": "r-1"}))
+    queue(api[endpoint], httpx.Response(200, content=content, headers={"x-request-id": "r-1"}))
     client = harness.client(api, max_retries=2)
     with pytest.raises(APIResponseValidationError) as excinfo:
         call(harness, client, endpoint)
     exc = excinfo.value
-    assert len(api.requests) == 1
+    assert api.calls.call_count == 1
     assert exc.request_id == "r-1"
     assert "r-1" in str(exc)
     assert ("Quote" if endpoint == "check" else "Charge") in str(exc)
@@ -485,20 +488,20 @@ def test_2xx_that_is_not_a_json_object(
 
 @pytest.mark.parametrize("endpoint", ["check", "spend"])
 def test_2xx_with_ok_false_maps_by_error_string(
-    harness: Harness, api: FakeAPI, endpoint: str
+    harness: Harness, api: respx.Router, endpoint: str
 ) -> None:
     reply = error(200, "insufficient_credits", cost_tokens=5, balance=2)
-    api.queue(endpoint, reply)
+    queue(api[endpoint], reply)
     client = harness.client(api, max_retries=2)
     with pytest.raises(InsufficientCreditsError) as excinfo:
         call(harness, client, endpoint)
     assert (excinfo.value.cost_tokens, excinfo.value.balance) == (5, 2)
-    assert len(api.requests) == 1
+    assert api.calls.call_count == 1
 
 
-def test_2xx_valid_shape_but_ok_false_is_an_error(harness: Harness, api: FakeAPI) -> None:
+def test_2xx_valid_shape_but_ok_false_is_an_error(harness: Harness, api: respx.Router) -> None:
     """A body that fits Quote but says ok:false must not be returned as a quote."""
-    api.queue("check", httpx.Response(200, json={**QUOTE, "ok": False}))
+    queue(api["check"], httpx.Response(200, json={**QUOTE, "ok": False}))
     client = harness.client(api, max_retries=0)
     with pytest.raises(APIError) as excinfo:
         harness.run(client.check("chat"))
@@ -511,12 +514,12 @@ def test_2xx_valid_shape_but_ok_false_is_an_error(harness: Harness, api: FakeAPI
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
 @pytest.mark.parametrize("endpoint", ["check", "spend"])
 def test_redirect_is_not_followed(
-    harness: Harness, api: FakeAPI, status: int, endpoint: str
+    harness: Harness, api: respx.Router, status: int, endpoint: str
 ) -> None:
     # The caller's own httpx client asks to follow redirects; the SDK still must not, since
     # a redirected POST could drop the body or send the key to another host.
     location = "https://elsewhere.example/api/v1/tools/" + endpoint
-    api.queue(endpoint, httpx.Response(status, headers={"location": location}))
+    queue(api[endpoint], httpx.Response(status, headers={"location": location}))
     client = harness.client(
         http_client=harness.http_client(api, follow_redirects=True), max_retries=2
     )
@@ -527,7 +530,7 @@ def test_redirect_is_not_followed(
     assert exc.status_code == status
     assert "redirect" in str(exc)
     assert location in str(exc)
-    assert len(api.requests) == 1
+    assert api.calls.call_count == 1
     assert harness.sleeps == []
 
 
@@ -546,9 +549,9 @@ def test_redirect_with_respx(harness: Harness, respx_mock: respx.MockRouter) -> 
 # --- Extra fields ----------------------------------------------------------------------------
 
 
-def test_extra_fields_are_kept(harness: Harness, api: FakeAPI) -> None:
-    api.queue("check", httpx.Response(200, json={**QUOTE, "currency": "tokens", "tier": 2}))
-    api.queue("spend", httpx.Response(200, json={**CHARGE, "ledger_id": "l-1"}))
+def test_extra_fields_are_kept(harness: Harness, api: respx.Router) -> None:
+    queue(api["check"], httpx.Response(200, json={**QUOTE, "currency": "tokens", "tier": 2}))
+    queue(api["spend"], httpx.Response(200, json={**CHARGE, "ledger_id": "l-1"}))
     client = harness.client(api)
     quote = harness.run(client.check("chat"))
     charge = harness.run(client.spend("chat", reference="job-1"))
@@ -559,8 +562,8 @@ def test_extra_fields_are_kept(harness: Harness, api: FakeAPI) -> None:
     assert charge.reference == "job-1"
 
 
-def test_many_invalid_fields_are_summarized(harness: Harness, api: FakeAPI) -> None:
-    api.queue("check", httpx.Response(200, json={"ok": "maybe", "unrelated": 1}))
+def test_many_invalid_fields_are_summarized(harness: Harness, api: respx.Router) -> None:
+    queue(api["check"], httpx.Response(200, json={"ok": "maybe", "unrelated": 1}))
     client = harness.client(api)
     with pytest.raises(APIResponseValidationError) as info:
         harness.run(client.check("chat"))
@@ -568,11 +571,13 @@ def test_many_invalid_fields_are_summarized(harness: Harness, api: FakeAPI) -> N
     assert "and 1 more" in str(info.value)
 
 
-def test_errors_survive_pickling_without_their_response(harness: Harness, api: FakeAPI) -> None:
+def test_errors_survive_pickling_without_their_response(
+    harness: Harness, api: respx.Router
+) -> None:
     """Errors cross process boundaries (concurrent.futures) with their fields intact,
     but without the httpx response, whose request holds the Authorization header."""
-    api.queue(
-        "spend",
+    queue(
+        api["spend"],
         error(402, "insufficient_credits", cost_tokens=7, balance=3, headers={"cf-ray": "r-9"}),
         error(429, "rate_limited", headers={"retry-after": "120"}),
         httpx.ConnectError("refused"),
@@ -617,7 +622,7 @@ def test_errors_survive_pickling_without_their_response(harness: Harness, api: F
     ids=["connect", "timeout", "malformed-2xx", "html-503", "402", "401"],
 )
 def test_a_failed_spend_names_its_reference_for_replay(
-    harness: Harness, api: FakeAPI, failure: Any
+    harness: Harness, api: respx.Router, failure: Any
 ) -> None:
     """A spend with a generated reference and an unclear outcome must stay replayable."""
 
@@ -626,21 +631,21 @@ def test_a_failed_spend_names_its_reference_for_replay(
             raise failure
         return httpx.Response(failure.status_code, content=failure.content)
 
-    api.queue("spend", reply)
+    queue(api["spend"], reply)
     client = harness.client(api, max_retries=0)
     with pytest.raises(AmaiError) as info:
         harness.run(client.spend("dub", units=2))
-    (sent,) = api.bodies("spend")
+    (sent,) = bodies(api["spend"].calls)
     assert info.value.reference == sent["reference"]
     assert f"reference={sent['reference']}" in str(info.value)
 
     charge = harness.run(client.spend("dub", units=2, reference=info.value.reference))
-    assert api.bodies("spend")[1] == sent
+    assert bodies(api["spend"].calls)[1] == sent
     assert charge.reference == sent["reference"]
 
 
-def test_check_errors_carry_no_reference(harness: Harness, api: FakeAPI) -> None:
-    api.queue("check", error(402, "insufficient_credits"))
+def test_check_errors_carry_no_reference(harness: Harness, api: respx.Router) -> None:
+    queue(api["check"], error(402, "insufficient_credits"))
     with pytest.raises(InsufficientCreditsError) as info:
         harness.run(harness.client(api).check("chat"))
     assert info.value.reference is None

@@ -20,8 +20,8 @@ import respx
 
 from amaimedia import Charge, CheckRequest, ErrorBody, Quote, SpendRequest
 from amaimedia._references import new_reference
+from tests.answers import CHARGE, QUOTE, bodies, queue
 from tests.conftest import Harness
-from tests.fakes import CHARGE, QUOTE, FakeAPI
 
 REFERENCE_PATTERN = re.compile(r"req_(\d{4}-\d{2}-\d{2})_[0-9a-f]{20}")
 
@@ -78,7 +78,7 @@ BAD_REFERENCES = [
 
 def assert_refused(
     harness: Harness,
-    api: FakeAPI,
+    api: respx.Router,
     method: str,
     expected: type[Exception],
     name: str,
@@ -91,13 +91,13 @@ def assert_refused(
     # The builtin itself, never pydantic's ValidationError (a ValueError subclass).
     assert type(exc) is expected
     assert name in str(exc)
-    assert api.requests == []
+    assert api.calls.call_count == 0
 
 
 @pytest.mark.parametrize("method", ["check", "spend"])
 @pytest.mark.parametrize(("units", "expected"), BAD_UNITS)
 def test_bad_units(
-    harness: Harness, api: FakeAPI, method: str, units: object, expected: type[Exception]
+    harness: Harness, api: respx.Router, method: str, units: object, expected: type[Exception]
 ) -> None:
     assert_refused(harness, api, method, expected, "units", tool="chat", units=units)
 
@@ -105,29 +105,29 @@ def test_bad_units(
 @pytest.mark.parametrize("method", ["check", "spend"])
 @pytest.mark.parametrize(("tool", "expected"), BAD_TOOLS)
 def test_bad_tool(
-    harness: Harness, api: FakeAPI, method: str, tool: object, expected: type[Exception]
+    harness: Harness, api: respx.Router, method: str, tool: object, expected: type[Exception]
 ) -> None:
     assert_refused(harness, api, method, expected, "tool", tool=tool)
 
 
 @pytest.mark.parametrize(("reference", "expected"), BAD_REFERENCES)
 def test_bad_reference(
-    harness: Harness, api: FakeAPI, reference: object, expected: type[Exception]
+    harness: Harness, api: respx.Router, reference: object, expected: type[Exception]
 ) -> None:
     assert_refused(harness, api, "spend", expected, "reference", tool="chat", reference=reference)
 
 
-def test_reference_at_the_length_limit_is_sent(harness: Harness, api: FakeAPI) -> None:
+def test_reference_at_the_length_limit_is_sent(harness: Harness, api: respx.Router) -> None:
     reference = "r" * 255
     charge = harness.run(harness.client(api).spend("chat", reference=reference))
     assert charge.reference == reference
-    assert api.bodies("spend")[0]["reference"] == reference
+    assert bodies(api["spend"].calls)[0]["reference"] == reference
 
 
-def test_type_error_message_shows_what_was_given(harness: Harness, api: FakeAPI) -> None:
+def test_type_error_message_shows_what_was_given(harness: Harness, api: respx.Router) -> None:
     with pytest.raises(TypeError, match=r"units .*str '3'"):
         harness.run(harness.client(api).check("chat", units="3"))
-    assert api.requests == []
+    assert api.calls.call_count == 0
 
 
 # --- Valid arguments are sent as given ---------------------------------------------------------
@@ -138,41 +138,43 @@ def test_type_error_message_shows_what_was_given(harness: Harness, api: FakeAPI)
     ("units", "kind"), [(1, int), (3, int), (2.5, float), (2.0, float), (0.001, float)]
 )
 def test_units_are_sent_as_is(
-    harness: Harness, api: FakeAPI, method: str, units: float, kind: type
+    harness: Harness, api: respx.Router, method: str, units: float, kind: type
 ) -> None:
     send(harness, harness.client(api), method, tool="dub", units=units)
-    (body,) = api.bodies(method)
+    (body,) = bodies(api[method].calls)
     assert body["units"] == units
     # 1 must not become 1.0 on the wire, nor 2.0 become 2.
     assert type(body["units"]) is kind
 
 
 @pytest.mark.parametrize("method", ["check", "spend"])
-def test_units_default_to_one(harness: Harness, api: FakeAPI, method: str) -> None:
+def test_units_default_to_one(harness: Harness, api: respx.Router, method: str) -> None:
     send(harness, harness.client(api), method, tool="chat")
-    (body,) = api.bodies(method)
+    (body,) = bodies(api[method].calls)
     assert body["units"] == 1
     assert type(body["units"]) is int
 
 
 @pytest.mark.parametrize("method", ["check", "spend"])
 @pytest.mark.parametrize("tool", ["chat", "voice_clone", "hologram", "Image-v2"])
-def test_tool_names_are_sent_as_is(harness: Harness, api: FakeAPI, method: str, tool: str) -> None:
+def test_tool_names_are_sent_as_is(
+    harness: Harness, api: respx.Router, method: str, tool: str
+) -> None:
     """Unknown tools are the server's to judge: the API may add tools before the SDK."""
     send(harness, harness.client(api), method, tool=tool)
-    assert api.bodies(method)[0]["tool"] == tool
+    assert bodies(api[method].calls)[0]["tool"] == tool
 
 
 @pytest.mark.parametrize("reference", ["job-1", "req_2026-07-03_abc123", "ünïcode ref 🎬", "  x"])
-def test_reference_is_sent_unchanged(harness: Harness, api: FakeAPI, reference: str) -> None:
+def test_reference_is_sent_unchanged(harness: Harness, api: respx.Router, reference: str) -> None:
     charge = harness.run(harness.client(api).spend("chat", units=2, reference=reference))
-    assert api.bodies("spend") == [{"tool": "chat", "units": 2, "reference": reference}]
+    assert bodies(api["spend"].calls) == [{"tool": "chat", "units": 2, "reference": reference}]
     assert charge.reference == reference
 
 
-def test_check_body_has_only_documented_fields(harness: Harness, api: FakeAPI) -> None:
+def test_check_body_has_only_documented_fields(harness: Harness, api: respx.Router) -> None:
     harness.run(harness.client(api).check("image", units=4))
-    assert api.bodies("check") == [{"tool": "image", "units": 4}]
+    assert bodies(api["check"].calls) == [{"tool": "image", "units": 4}]
 
 
 def test_body_on_the_wire_with_respx(harness: Harness, respx_mock: respx.MockRouter) -> None:
@@ -289,12 +291,12 @@ def test_response_models_keep_extra_fields() -> None:
     assert quote.model_dump()["currency"] == "tokens"
 
 
-def test_charge_reference_is_the_one_sent(harness: Harness, api: FakeAPI) -> None:
+def test_charge_reference_is_the_one_sent(harness: Harness, api: respx.Router) -> None:
     """The server does not echo the reference; a stray one in its body must not win."""
-    api.queue("spend", httpx.Response(200, json={**CHARGE, "reference": "someone-else"}))
+    queue(api["spend"], httpx.Response(200, json={**CHARGE, "reference": "someone-else"}))
     charge = harness.run(harness.client(api).spend("chat", reference="mine"))
     assert charge.reference == "mine"
-    assert api.bodies("spend")[0]["reference"] == "mine"
+    assert bodies(api["spend"].calls)[0]["reference"] == "mine"
 
 
 @pytest.mark.parametrize(
@@ -349,13 +351,13 @@ def test_new_references_are_distinct() -> None:
     assert all(REFERENCE_PATTERN.fullmatch(r) for r in references)
 
 
-def test_spend_without_reference_generates_one(harness: Harness, api: FakeAPI) -> None:
+def test_spend_without_reference_generates_one(harness: Harness, api: respx.Router) -> None:
     client = harness.client(api)
     before = utc_days()
     first = harness.run(client.spend("chat"))
     second = harness.run(client.spend("chat"))
     days = before | utc_days()
-    sent = [body["reference"] for body in api.bodies("spend")]
+    sent = [body["reference"] for body in bodies(api["spend"].calls)]
     assert sent == [first.reference, second.reference]
     assert first.reference != second.reference
     for reference in sent:
@@ -364,10 +366,10 @@ def test_spend_without_reference_generates_one(harness: Harness, api: FakeAPI) -
         assert match.group(1) in days
 
 
-def test_generated_reference_is_kept_across_retries(harness: Harness, api: FakeAPI) -> None:
+def test_generated_reference_is_kept_across_retries(harness: Harness, api: respx.Router) -> None:
     """Fixed before the retry loop, so a retried spend can never charge twice."""
-    api.queue("spend", httpx.Response(503), httpx.ConnectError("refused"))
+    queue(api["spend"], httpx.Response(503), httpx.ConnectError("refused"))
     charge = harness.run(harness.client(api, max_retries=2).spend("chat"))
-    sent = {body["reference"] for body in api.bodies("spend")}
-    assert len(api.requests) == 3
+    sent = {body["reference"] for body in bodies(api["spend"].calls)}
+    assert api.calls.call_count == 3
     assert sent == {charge.reference}

@@ -1,7 +1,7 @@
 """The retry rule: what is retried, how long the client waits, and what it raises at the end.
 
-Most tests drive both clients through `harness` over a `FakeAPI`; the waits between
-attempts are recorded in `harness.sleeps` instead of slept. The decisions themselves
+Most tests drive both clients through `harness` over the `api` respx router; the waits
+between attempts are recorded in `harness.sleeps` instead of slept. The decisions themselves
 (`should_retry`, `retry_wait`, `parse_retry_after`) are pure and tested directly too.
 """
 
@@ -33,8 +33,8 @@ from amaimedia import (
 )
 from amaimedia._response import parse_retry_after
 from amaimedia._retry import retry_wait, should_retry
+from tests.answers import CHARGE, QUOTE, bodies, error, queue, requests
 from tests.conftest import Harness
-from tests.fakes import CHARGE, QUOTE, FakeAPI, error
 
 CHECK_URL = "https://api.amaimedia.com/api/v1/tools/check"
 
@@ -74,15 +74,15 @@ def in_backoff_range(seconds: float, attempt: int) -> bool:
     ],
 )
 def test_retried_status_recovers_on_next_attempt(
-    harness: Harness, api: FakeAPI, endpoint: str, status: int, code: str | None
+    harness: Harness, api: respx.Router, endpoint: str, status: int, code: str | None
 ) -> None:
-    api.queue(endpoint, error(status, code))
+    queue(api[endpoint], error(status, code))
     client = harness.client(api)
 
     result = call(harness, client, endpoint)
 
     assert isinstance(result, Quote if endpoint == "check" else Charge)
-    assert len(api.requests) == 2
+    assert api.calls.call_count == 2
     assert len(harness.sleeps) == 1
 
 
@@ -98,37 +98,37 @@ def test_retried_status_recovers_on_next_attempt(
     ],
 )
 def test_client_errors_are_never_retried(
-    harness: Harness, api: FakeAPI, status: int, code: str, exc_type: type[APIError]
+    harness: Harness, api: respx.Router, status: int, code: str, exc_type: type[APIError]
 ) -> None:
     # A success is queued behind the error: a retry would turn the call into a success.
-    api.queue("spend", error(status, code), httpx.Response(200, json=CHARGE))
+    queue(api["spend"], error(status, code), httpx.Response(200, json=CHARGE))
     client = harness.client(api)
 
     with pytest.raises(exc_type) as exc_info:
         harness.run(client.spend("chat", reference="job-1"))
 
     assert exc_info.value.status_code == status
-    assert len(api.requests) == 1
+    assert api.calls.call_count == 1
     assert harness.sleeps == []
 
 
-def test_malformed_success_body_is_not_retried(harness: Harness, api: FakeAPI) -> None:
+def test_malformed_success_body_is_not_retried(harness: Harness, api: respx.Router) -> None:
     # The server did answer, and a spend may have charged: retrying would hide that.
-    api.queue("spend", httpx.Response(200, json={"ok": True}), httpx.Response(200, json=CHARGE))
+    queue(api["spend"], httpx.Response(200, json={"ok": True}), httpx.Response(200, json=CHARGE))
     client = harness.client(api)
 
     with pytest.raises(APIResponseValidationError):
         harness.run(client.spend("chat", reference="job-1"))
 
-    assert len(api.requests) == 1
+    assert api.calls.call_count == 1
     assert harness.sleeps == []
 
 
 # --- exhausting the retries ----------------------------------------------------------------
 
 
-def test_default_is_two_retries(harness: Harness, api: FakeAPI) -> None:
-    api.queue("check", *[error(503)] * 4)
+def test_default_is_two_retries(harness: Harness, api: respx.Router) -> None:
+    queue(api["check"], *[error(503)] * 4)
     client = harness.client(api)
     assert client.max_retries == 2
 
@@ -136,12 +136,14 @@ def test_default_is_two_retries(harness: Harness, api: FakeAPI) -> None:
         harness.run(client.check("chat"))
 
     assert exc_info.value.status_code == 503
-    assert len(api.requests) == 3
+    assert api.calls.call_count == 3
     assert len(harness.sleeps) == 2
 
 
-def test_exhausted_retries_raise_the_last_error_itself(harness: Harness, api: FakeAPI) -> None:
-    api.queue("check", error(503), error(502), error(500, request_id_marker="last"))
+def test_exhausted_retries_raise_the_last_error_itself(
+    harness: Harness, api: respx.Router
+) -> None:
+    queue(api["check"], error(503), error(502), error(500, request_id_marker="last"))
     client = harness.client(api, max_retries=2)
 
     with pytest.raises(ServerError) as exc_info:
@@ -153,14 +155,14 @@ def test_exhausted_retries_raise_the_last_error_itself(harness: Harness, api: Fa
     assert exc_info.value.body["request_id_marker"] == "last"
 
 
-def test_max_retries_zero_sends_once(harness: Harness, api: FakeAPI) -> None:
-    api.queue("check", error(503), httpx.Response(200, json=QUOTE))
+def test_max_retries_zero_sends_once(harness: Harness, api: respx.Router) -> None:
+    queue(api["check"], error(503), httpx.Response(200, json=QUOTE))
     client = harness.client(api, max_retries=0)
 
     with pytest.raises(ServerError):
         harness.run(client.check("chat"))
 
-    assert len(api.requests) == 1
+    assert api.calls.call_count == 1
     assert harness.sleeps == []
 
 
@@ -184,12 +186,12 @@ TIMEOUTS: list[type[httpx.TransportError]] = [httpx.ReadTimeout, httpx.ConnectTi
 )
 def test_transport_failure_raises_after_retries(
     harness: Harness,
-    api: FakeAPI,
+    api: respx.Router,
     failure: type[httpx.TransportError],
     exc_type: type[APIConnectionError],
 ) -> None:
     last = failure("third failure")
-    api.queue("spend", failure("first failure"), failure("second failure"), last)
+    queue(api["spend"], failure("first failure"), failure("second failure"), last)
     client = harness.client(api)
 
     with pytest.raises(exc_type) as exc_info:
@@ -199,19 +201,19 @@ def test_transport_failure_raises_after_retries(
     assert isinstance(exc_info.value, APIConnectionError)
     assert exc_info.value.__cause__ is last
     assert "third failure" in str(exc_info.value)
-    assert len(api.requests) == 3
+    assert api.calls.call_count == 3
     assert len(harness.sleeps) == 2
 
 
 @pytest.mark.parametrize("failure", CONNECTION_FAILURES + TIMEOUTS, ids=lambda v: v.__name__)
 def test_transport_failure_recovers_on_later_attempt(
-    harness: Harness, api: FakeAPI, failure: type[httpx.TransportError]
+    harness: Harness, api: respx.Router, failure: type[httpx.TransportError]
 ) -> None:
-    api.queue("check", failure("first failure"), failure("second failure"))
+    queue(api["check"], failure("first failure"), failure("second failure"))
     client = harness.client(api)
 
     assert harness.run(client.check("chat")) == Quote(**QUOTE)
-    assert len(api.requests) == 3
+    assert api.calls.call_count == 3
     assert len(harness.sleeps) == 2
 
 
@@ -234,18 +236,18 @@ def test_timeout_error_is_a_connection_error() -> None:
     ],
 )
 def test_retry_after_sets_the_wait(
-    harness: Harness, api: FakeAPI, headers: dict[str, str], wait: float
+    harness: Harness, api: respx.Router, headers: dict[str, str], wait: float
 ) -> None:
-    api.queue("check", error(429, "rate_limited", headers=headers))
+    queue(api["check"], error(429, "rate_limited", headers=headers))
     client = harness.client(api)
 
     assert harness.run(client.check("chat")) == Quote(**QUOTE)
     assert harness.sleeps == [wait]
-    assert len(api.requests) == 2
+    assert api.calls.call_count == 2
 
 
-def test_retry_after_is_honoured_on_server_errors(harness: Harness, api: FakeAPI) -> None:
-    api.queue("check", error(503, headers={"Retry-After": "3"}))
+def test_retry_after_is_honoured_on_server_errors(harness: Harness, api: respx.Router) -> None:
+    queue(api["check"], error(503, headers={"Retry-After": "3"}))
     client = harness.client(api)
 
     harness.run(client.check("chat"))
@@ -253,9 +255,9 @@ def test_retry_after_is_honoured_on_server_errors(harness: Harness, api: FakeAPI
     assert harness.sleeps == [3.0]
 
 
-def test_retry_after_http_date(harness: Harness, api: FakeAPI) -> None:
+def test_retry_after_http_date(harness: Harness, api: respx.Router) -> None:
     when = formatdate(time.time() + 10, usegmt=True)
-    api.queue("check", error(429, "rate_limited", headers={"Retry-After": when}))
+    queue(api["check"], error(429, "rate_limited", headers={"Retry-After": when}))
     client = harness.client(api)
 
     harness.run(client.check("chat"))
@@ -264,8 +266,8 @@ def test_retry_after_http_date(harness: Harness, api: FakeAPI) -> None:
     assert 8 <= harness.sleeps[0] <= 11
 
 
-def test_unreadable_retry_after_falls_back_to_backoff(harness: Harness, api: FakeAPI) -> None:
-    api.queue("check", error(429, "rate_limited", headers={"Retry-After": "in a while"}))
+def test_unreadable_retry_after_falls_back_to_backoff(harness: Harness, api: respx.Router) -> None:
+    queue(api["check"], error(429, "rate_limited", headers={"Retry-After": "in a while"}))
     client = harness.client(api)
 
     harness.run(client.check("chat"))
@@ -278,9 +280,9 @@ def test_unreadable_retry_after_falls_back_to_backoff(harness: Harness, api: Fak
     "headers", [{"Retry-After": "120"}, {"retry-after-ms": "120000"}], ids=["seconds", "ms"]
 )
 def test_retry_after_above_cap_raises_at_once(
-    harness: Harness, api: FakeAPI, headers: dict[str, str]
+    harness: Harness, api: respx.Router, headers: dict[str, str]
 ) -> None:
-    api.queue("spend", error(429, "rate_limited", headers=headers))
+    queue(api["spend"], error(429, "rate_limited", headers=headers))
     client = harness.client(api)
     assert client.max_retry_after == 60
 
@@ -289,36 +291,36 @@ def test_retry_after_above_cap_raises_at_once(
 
     assert exc_info.value.retry_after == 120
     assert "120" in str(exc_info.value)
-    assert len(api.requests) == 1
+    assert api.calls.call_count == 1
     assert harness.sleeps == []
 
 
-def test_custom_max_retry_after_waits_longer(harness: Harness, api: FakeAPI) -> None:
-    api.queue("check", error(429, "rate_limited", headers={"Retry-After": "120"}))
+def test_custom_max_retry_after_waits_longer(harness: Harness, api: respx.Router) -> None:
+    queue(api["check"], error(429, "rate_limited", headers={"Retry-After": "120"}))
     client = harness.client(api, max_retry_after=200)
 
     assert harness.run(client.check("chat")) == Quote(**QUOTE)
     assert harness.sleeps == [120.0]
-    assert len(api.requests) == 2
+    assert api.calls.call_count == 2
 
 
-def test_with_options_changes_max_retry_after(harness: Harness, api: FakeAPI) -> None:
+def test_with_options_changes_max_retry_after(harness: Harness, api: respx.Router) -> None:
     rate_limited = error(429, "rate_limited", headers={"Retry-After": "120"})
     client = harness.client(api)
 
-    api.queue("check", rate_limited)
+    queue(api["check"], rate_limited)
     patient = client.with_options(max_retry_after=200)
     assert harness.run(patient.check("chat")) == Quote(**QUOTE)
     assert harness.sleeps == [120.0]
 
     # The original keeps its own cap.
-    api.queue("check", rate_limited)
+    queue(api["check"], rate_limited)
     with pytest.raises(RateLimitError):
         harness.run(client.check("chat"))
     assert harness.sleeps == [120.0]
 
     # And a lower cap turns a short wait into an immediate error.
-    api.queue("check", error(429, "rate_limited", headers={"Retry-After": "3"}))
+    queue(api["check"], error(429, "rate_limited", headers={"Retry-After": "3"}))
     with pytest.raises(RateLimitError) as exc_info:
         harness.run(client.with_options(max_retry_after=1).check("chat"))
     assert exc_info.value.retry_after == 3
@@ -353,14 +355,14 @@ def test_retry_wait_prefers_retry_after(attempt: int) -> None:
     assert retry_wait(exc, attempt, jitter=0.999) == 3.0
 
 
-def test_client_backoff_grows_and_is_capped(harness: Harness, api: FakeAPI) -> None:
-    api.queue("check", *[error(500)] * 7)
+def test_client_backoff_grows_and_is_capped(harness: Harness, api: respx.Router) -> None:
+    queue(api["check"], *[error(500)] * 7)
     client = harness.client(api, max_retries=6)
 
     with pytest.raises(ServerError):
         harness.run(client.check("chat"))
 
-    assert len(api.requests) == 7
+    assert api.calls.call_count == 7
     assert len(harness.sleeps) == 6
     for attempt, seconds in enumerate(harness.sleeps, start=1):
         assert in_backoff_range(seconds, attempt), (attempt, seconds)
@@ -456,8 +458,8 @@ def test_parse_retry_after_date_defaults_to_current_time() -> None:
     assert 28 <= seconds <= 30
 
 
-def test_rate_limit_error_carries_retry_after(harness: Harness, api: FakeAPI) -> None:
-    api.queue("check", *[error(429, "rate_limited", headers={"retry-after-ms": "250"})] * 3)
+def test_rate_limit_error_carries_retry_after(harness: Harness, api: respx.Router) -> None:
+    queue(api["check"], *[error(429, "rate_limited", headers={"retry-after-ms": "250"})] * 3)
     client = harness.client(api)
 
     with pytest.raises(RateLimitError) as exc_info:
@@ -470,9 +472,11 @@ def test_rate_limit_error_carries_retry_after(harness: Harness, api: FakeAPI) ->
 # --- spend keeps its reference across retries --------------------------------------------
 
 
-def test_spend_retries_send_identical_generated_reference(harness: Harness, api: FakeAPI) -> None:
-    api.queue(
-        "spend",
+def test_spend_retries_send_identical_generated_reference(
+    harness: Harness, api: respx.Router
+) -> None:
+    queue(
+        api["spend"],
         error(429, "rate_limited"),
         error(500),
         httpx.ConnectError("connection refused"),
@@ -481,8 +485,8 @@ def test_spend_retries_send_identical_generated_reference(harness: Harness, api:
 
     charge = harness.run(client.spend("dub", units=2))
 
-    assert len(api.requests) == 4
-    contents = {request.content for request in api.requests}
+    assert api.calls.call_count == 4
+    contents = {request.content for request in requests(api.calls)}
     assert len(contents) == 1
     body = json.loads(contents.pop())
     assert body["tool"] == "dub"
@@ -490,18 +494,18 @@ def test_spend_retries_send_identical_generated_reference(harness: Harness, api:
     assert charge.reference == body["reference"]
 
 
-def test_spend_retries_send_callers_reference(harness: Harness, api: FakeAPI) -> None:
-    api.queue("spend", error(503), httpx.ReadTimeout("slow"))
+def test_spend_retries_send_callers_reference(harness: Harness, api: respx.Router) -> None:
+    queue(api["spend"], error(503), httpx.ReadTimeout("slow"))
     client = harness.client(api)
 
     charge = harness.run(client.spend("chat", reference="job-42"))
 
-    assert [body["reference"] for body in api.bodies("spend")] == ["job-42"] * 3
-    assert len({request.content for request in api.requests}) == 1
+    assert [body["reference"] for body in bodies(api["spend"].calls)] == ["job-42"] * 3
+    assert len({request.content for request in requests(api.calls)}) == 1
     assert charge.reference == "job-42"
 
 
-def test_separate_spends_get_separate_references(harness: Harness, api: FakeAPI) -> None:
+def test_separate_spends_get_separate_references(harness: Harness, api: respx.Router) -> None:
     client = harness.client(api)
 
     first = harness.run(client.spend("chat"))
@@ -518,10 +522,10 @@ def retry_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 
 
 def test_each_retry_is_logged(
-    harness: Harness, api: FakeAPI, caplog: pytest.LogCaptureFixture
+    harness: Harness, api: respx.Router, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="amaimedia")
-    api.queue("check", *[error(503, headers={"Retry-After": "2"})] * 3)
+    queue(api["check"], *[error(503, headers={"Retry-After": "2"})] * 3)
     client = harness.client(api)
 
     with pytest.raises(ServerError):
@@ -538,10 +542,10 @@ def test_each_retry_is_logged(
 
 
 def test_logged_wait_matches_the_backoff(
-    harness: Harness, api: FakeAPI, caplog: pytest.LogCaptureFixture
+    harness: Harness, api: respx.Router, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="amaimedia")
-    api.queue("spend", httpx.ConnectError("connection refused"))
+    queue(api["spend"], httpx.ConnectError("connection refused"))
     client = harness.client(api)
 
     harness.run(client.spend("chat", reference="job-1"))
@@ -552,7 +556,7 @@ def test_logged_wait_matches_the_backoff(
 
 
 def test_nothing_logged_at_info_without_retries(
-    harness: Harness, api: FakeAPI, caplog: pytest.LogCaptureFixture
+    harness: Harness, api: respx.Router, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="amaimedia")
     client = harness.client(api)
@@ -563,10 +567,10 @@ def test_nothing_logged_at_info_without_retries(
 
 
 def test_api_key_is_not_in_retry_logs(
-    harness: Harness, api: FakeAPI, caplog: pytest.LogCaptureFixture
+    harness: Harness, api: respx.Router, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="amaimedia")
-    api.queue("check", error(401, "auth_required"), error(503))
+    queue(api["check"], error(401, "auth_required"), error(503))
     client = harness.client(api)
 
     with pytest.raises(AuthenticationError):

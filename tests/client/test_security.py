@@ -15,20 +15,21 @@ from typing import Any
 
 import httpx
 import pytest
+import respx
 
 from amaimedia import (
     AmaiClient,
     AmaiError,
     APIError,
 )
+from tests.answers import KEY, error, queue, requests
 from tests.conftest import Harness
-from tests.fakes import KEY, FakeAPI, error
 from tests.planted import SECRET, assert_exception_is_clean, assert_secret_absent, call
 
 # --- the planted secret ----------------------------------------------------------------
 
 
-def test_client_reprs_hide_the_key(harness: Harness, api: FakeAPI) -> None:
+def test_client_reprs_hide_the_key(harness: Harness, api: respx.Router) -> None:
     client = harness.client(api, api_key=SECRET)
     shown = {
         "repr(client)": repr(client),
@@ -44,13 +45,15 @@ def test_client_reprs_hide_the_key(harness: Harness, api: FakeAPI) -> None:
     assert "amai_live_…XYZW" in repr(client)
     # The key planted is the key sent: the checks above are about a key really in use.
     harness.run(client.check("chat"))
-    assert api.requests[0].headers["Authorization"] == f"Bearer {SECRET}"
+    assert api.calls[0].request.headers["Authorization"] == f"Bearer {SECRET}"
 
 
-def test_key_never_reaches_exceptions_over_mock_transport(harness: Harness, api: FakeAPI) -> None:
+def test_key_never_reaches_exceptions_over_mock_transport(
+    harness: Harness, api: respx.Router
+) -> None:
     """The same over MockTransport, for timeouts and errors the loopback cannot easily play."""
-    api.queue(
-        "check",
+    queue(
+        api["check"],
         httpx.ReadTimeout("slow"),
         error(402, "insufficient_credits", cost_tokens=5, balance=2),
         httpx.Response(200, json={"ok": True}),
@@ -58,7 +61,7 @@ def test_key_never_reaches_exceptions_over_mock_transport(harness: Harness, api:
     )
     client = harness.client(api, api_key=SECRET, max_retries=0)
     raised = [call(harness, lambda: client.check("chat")) for _ in range(4)]
-    assert len(api.requests) == 4
+    assert api.calls.call_count == 4
     for exc in raised:
         assert_exception_is_clean(exc)
 
@@ -80,7 +83,7 @@ def test_key_never_reaches_exceptions_over_mock_transport(harness: Harness, api:
     ids=["space", "newline", "tab", "non-ascii", "nul", "bytes", "int"],
 )
 def test_invalid_key_is_refused_without_quoting_it(
-    harness: Harness, api: FakeAPI, key: object, error: type[Exception]
+    harness: Harness, api: respx.Router, key: object, error: type[Exception]
 ) -> None:
     with pytest.raises(error, match="api_key") as info:
         harness.client(api, api_key=key)
@@ -91,11 +94,11 @@ def test_invalid_key_is_refused_without_quoting_it(
     ):
         assert "PLANTED" not in text
         assert "1234567890" not in text
-    assert api.requests == []
+    assert api.calls.call_count == 0
 
 
 def test_invalid_key_from_environment_is_refused_without_quoting_it(
-    harness: Harness, api: FakeAPI, monkeypatch: pytest.MonkeyPatch
+    harness: Harness, api: respx.Router, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AMAI_API_KEY", SECRET + "\n")
     with pytest.raises(ValueError, match="api_key") as info:
@@ -103,7 +106,7 @@ def test_invalid_key_from_environment_is_refused_without_quoting_it(
     assert_secret_absent(str(info.value), "the error for a bad AMAI_API_KEY")
 
 
-def test_api_key_cannot_be_pickled(harness: Harness, api: FakeAPI) -> None:
+def test_api_key_cannot_be_pickled(harness: Harness, api: respx.Router) -> None:
     client = harness.client(api, api_key=SECRET)
     with pytest.raises(TypeError, match="pickle") as info:
         pickle.dumps(client._config.api_key)
@@ -116,7 +119,7 @@ def test_api_key_cannot_be_pickled(harness: Harness, api: FakeAPI) -> None:
 
 
 def build_with_base_url(
-    harness: Harness, api: FakeAPI, monkeypatch: pytest.MonkeyPatch, source: str, url: str
+    harness: Harness, api: respx.Router, monkeypatch: pytest.MonkeyPatch, source: str, url: str
 ) -> Any:
     if source == "argument":
         return harness.client(api, base_url=url)
@@ -142,11 +145,11 @@ SOURCES = ["argument", "env", "with_options"]
     ],
 )
 def test_plain_http_is_refused_off_loopback(
-    harness: Harness, api: FakeAPI, monkeypatch: pytest.MonkeyPatch, source: str, url: str
+    harness: Harness, api: respx.Router, monkeypatch: pytest.MonkeyPatch, source: str, url: str
 ) -> None:
     with pytest.raises(ValueError, match="plain http"):
         build_with_base_url(harness, api, monkeypatch, source, url)
-    assert api.requests == []
+    assert api.calls.call_count == 0
 
 
 @pytest.mark.parametrize("source", SOURCES)
@@ -164,22 +167,22 @@ def test_plain_http_is_refused_off_loopback(
     ],
 )
 def test_https_and_loopback_http_are_allowed(
-    harness: Harness, api: FakeAPI, monkeypatch: pytest.MonkeyPatch, source: str, url: str
+    harness: Harness, api: respx.Router, monkeypatch: pytest.MonkeyPatch, source: str, url: str
 ) -> None:
     client = build_with_base_url(harness, api, monkeypatch, source, url)
     harness.run(client.check("chat"))
     assert client.base_url == httpx.URL(url)
-    assert api.requests[0].url.host == httpx.URL(url).host
-    assert api.requests[0].url.scheme == httpx.URL(url).scheme
+    assert api.calls[0].request.url.host == httpx.URL(url).host
+    assert api.calls[0].request.url.scheme == httpx.URL(url).scheme
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
 @pytest.mark.parametrize("follow", [False, True], ids=["default", "caller-follows"])
 def test_redirect_is_never_followed(
-    harness: Harness, api: FakeAPI, status: int, follow: bool
+    harness: Harness, api: respx.Router, status: int, follow: bool
 ) -> None:
-    api.queue(
-        "check",
+    queue(
+        api["check"],
         httpx.Response(status, headers={"location": "http://evil.example/api/v1/tools/check"}),
     )
     # Even an httpx client configured by the caller to follow redirects must not.
@@ -188,7 +191,7 @@ def test_redirect_is_never_followed(
         harness.run(client.check("chat"))
     assert info.value.status_code == status
     assert "evil.example" in str(info.value)
-    assert [r.url.host for r in api.requests] == ["api.amaimedia.com"]
+    assert [r.url.host for r in requests(api.calls)] == ["api.amaimedia.com"]
 
 
 # --- browsers --------------------------------------------------------------------------
@@ -203,7 +206,7 @@ def pretend_browser(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["emscripten", "pyodide"])
 def test_browser_is_refused(
-    harness: Harness, api: FakeAPI, monkeypatch: pytest.MonkeyPatch, how: str
+    harness: Harness, api: respx.Router, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     http = harness.http_client(api)
     pretend_browser(monkeypatch, how)
@@ -213,14 +216,14 @@ def test_browser_is_refused(
 
 @pytest.mark.parametrize("how", ["emscripten", "pyodide"])
 def test_browser_allowed_when_asked(
-    harness: Harness, api: FakeAPI, monkeypatch: pytest.MonkeyPatch, how: str
+    harness: Harness, api: respx.Router, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     http = harness.http_client(api)
     pretend_browser(monkeypatch, how)
     client = harness.client(api, http_client=http, dangerously_allow_browser=True)
     monkeypatch.undo()
     harness.run(client.check("chat"))
-    assert api.requests[0].headers["Authorization"] == f"Bearer {KEY}"
+    assert api.calls[0].request.headers["Authorization"] == f"Bearer {KEY}"
 
 
 def test_a_bad_key_from_the_environment_is_blamed_on_the_variable(
@@ -249,10 +252,16 @@ def test_a_bad_base_url_from_the_environment_is_blamed_on_the_variable(
     "interrupt", [KeyboardInterrupt(), SystemExit(3), asyncio.CancelledError()], ids=repr
 )
 def test_an_interrupt_in_the_transport_propagates_unchanged(
-    harness: Harness, api: FakeAPI, interrupt: BaseException
+    harness: Harness, api: respx.Router, interrupt: BaseException
 ) -> None:
     """Not an SDK failure: never retried, never wrapped, the very same object."""
-    api.queue("spend", interrupt)
+    sent: list[httpx.Request] = []
+
+    def interrupted(request: httpx.Request) -> httpx.Response:
+        sent.append(request)  # respx records no call that an interrupt ends
+        raise interrupt
+
+    queue(api["spend"], interrupted)
     client = harness.client(api)
 
     # Caught inside the coroutine: at the event loop's edge, Python 3.10 replaces a task's
@@ -273,5 +282,5 @@ def test_an_interrupt_in_the_transport_propagates_unchanged(
 
     raised = harness.run(spend_async()) if harness.is_async else spend_sync()
     assert raised is interrupt
-    assert len(api.requests) == 1
+    assert len(sent) == 1
     assert harness.sleeps == []

@@ -1,10 +1,11 @@
 """The journal suites' stand-in for the API, and how they read a journal back.
 
 `Ledger` answers like the API and counts charges on the server's side, so that "charged
-exactly once" is not inferred from the client's. The journal file is read with `sqlite3`
-on a connection of its own, as another process would see it. Used by the in-process
-journal tests (`test_journal.py`) and the ones across processes
-(`tests/wire/test_journal_processes.py`).
+exactly once" is not inferred from the client's. It is the spend route of a respx router
+(`tests/answers.py`): checks answer `QUOTE`, and spends are charged by the ledger. The
+journal file is read with `sqlite3` on a connection of its own, as another process would
+see it. Used by the in-process journal tests (`test_journal.py`) and the ones across
+processes (`tests/wire/test_journal_processes.py`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import httpx
 import pytest
 
 from amaimedia import Meter, SpendFailedError
+from tests.answers import CHARGE, api_router, error, requests
 from tests.conftest import Harness
-from tests.fakes import CHARGE, QUOTE, error
 
 SpendReply = httpx.Response | BaseException
 
@@ -33,7 +34,7 @@ class Ledger:
     """The API as a ledger: each `(tool, reference)` is charged once, however often sent.
 
     Attributes:
-        requests: Every request received, checks included.
+        router: The respx router that answers: `QUOTE` at `check`, the ledger at `spend`.
         sent: The reference of every spend request received, in order.
         charged: The tokens charged per reference; a reference sent again is answered
             like the first time and charged nothing more.
@@ -45,7 +46,8 @@ class Ledger:
     """
 
     def __init__(self) -> None:
-        self.requests: list[httpx.Request] = []
+        self.router = api_router()
+        self.router["spend"].mock(side_effect=self.spend)
         self.sent: list[str] = []
         self.charged: dict[str, int] = {}
         self.down = False
@@ -55,14 +57,12 @@ class Ledger:
         self.on_spend: Callable[[str], None] | None = None
         self._lock = threading.Lock()
 
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handler)
+    @property
+    def requests(self) -> list[httpx.Request]:
+        """Every request answered (or failed by a transport error), checks included."""
+        return requests(self.router.calls)
 
-    def handler(self, request: httpx.Request) -> httpx.Response:
-        with self._lock:
-            self.requests.append(request)
-        if request.url.path.endswith("/check"):
-            return httpx.Response(200, json=QUOTE)
+    def spend(self, request: httpx.Request) -> httpx.Response:
         reference = json.loads(request.content)["reference"]
         with self._lock:
             self.sent.append(reference)
@@ -86,7 +86,7 @@ class Ledger:
 
 
 def journal_client(harness: Harness, ledger: Ledger, path: Path, **options: Any) -> Any:
-    http = harness.http_client(transport=ledger.transport())
+    http = harness.http_client(ledger.router)
     return harness.client(http_client=http, spend_journal=path, **options)
 
 

@@ -28,8 +28,8 @@ import pytest
 
 from amaimedia import AmaiError, Charge, SpendFailedError, SpendJournalError
 from amaimedia._journal import SpendJournal
+from tests.answers import KEY, api_router, error
 from tests.conftest import Harness
-from tests.fakes import KEY, FakeAPI, error
 from tests.journal.ledger import (
     Ledger,
     SpendReply,
@@ -81,7 +81,7 @@ def test_entry_is_committed_and_claimed_before_the_spend_is_sent(
 
 
 def test_the_journal_is_opt_in(harness: Harness) -> None:
-    client = harness.client(FakeAPI())
+    client = harness.client(api_router())
 
     assert client.spend_journal is None
     for call in (client.pending_spends, client.replay_pending):
@@ -93,7 +93,7 @@ def test_spend_journal_property_is_the_resolved_path(
     harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
-    client = harness.client(FakeAPI(), spend_journal="~/state/app/spends.sqlite3")
+    client = harness.client(api_router(), spend_journal="~/state/app/spends.sqlite3")
 
     assert client.spend_journal == str(tmp_path.resolve() / "state/app/spends.sqlite3")
     assert (tmp_path / "state/app/spends.sqlite3").is_file()
@@ -345,13 +345,13 @@ def test_an_unusable_file_is_refused_at_construction(
 ) -> None:
     path = tmp_path / "spends.sqlite3"
     prepare(path)
-    api = FakeAPI()
+    api = api_router()
 
     with pytest.raises(SpendJournalError, match=message) as caught:
         harness.client(api, spend_journal=path)
 
     assert str(path.resolve()) in str(caught.value)
-    assert api.requests == []
+    assert api.calls.call_count == 0
 
 
 def test_a_journal_of_another_app_is_left_untouched(harness: Harness, tmp_path: Path) -> None:
@@ -360,7 +360,7 @@ def test_a_journal_of_another_app_is_left_untouched(harness: Harness, tmp_path: 
     before = path.read_bytes()
 
     with pytest.raises(SpendJournalError):
-        harness.client(FakeAPI(), spend_journal=path)
+        harness.client(api_router(), spend_journal=path)
 
     assert path.read_bytes() == before
 
@@ -370,7 +370,7 @@ def test_a_path_under_a_regular_file_is_refused(harness: Harness, tmp_path: Path
     path = tmp_path / "state" / "spends.sqlite3"
 
     with pytest.raises(SpendJournalError) as caught:
-        harness.client(FakeAPI(), spend_journal=path)
+        harness.client(api_router(), spend_journal=path)
 
     assert str(path) in str(caught.value)
 
@@ -385,13 +385,13 @@ def test_a_read_only_journal_is_refused(harness: Harness, tmp_path: Path) -> Non
     path.chmod(0o444)
 
     with pytest.raises(SpendJournalError, match=str(path)):
-        harness.client(FakeAPI(), spend_journal=path)
+        harness.client(api_router(), spend_journal=path)
 
 
 @pytest.mark.parametrize("value", [123, b"spends.sqlite3", True])
 def test_a_journal_that_is_not_a_path_is_a_type_error(harness: Harness, value: object) -> None:
     with pytest.raises(TypeError, match="spend_journal must be a path"):
-        harness.client(FakeAPI(), spend_journal=value)
+        harness.client(api_router(), spend_journal=value)
 
 
 # -- the journal failing at run time never stops a spend ---------------------------------
@@ -626,7 +626,7 @@ def test_a_block_that_fails_or_is_cancelled_writes_nothing(
 
 def test_the_journal_is_in_wal_mode(harness: Harness, tmp_path: Path) -> None:
     path = tmp_path / "spends.sqlite3"
-    harness.client(FakeAPI(), spend_journal=path)
+    harness.client(api_router(), spend_journal=path)
 
     with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from amaimedia import AmaiClient, SpendJournalError
-from tests.fakes import KEY
+from tests.answers import KEY
 
 
 class _Connection:

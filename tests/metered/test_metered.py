@@ -1,8 +1,8 @@
 """`metered()`: quote, run the work, then spend exactly once, and never when the work failed.
 
-Each test body runs against both clients through the `harness` fixture. A metered block is
-entered with `harness.enter(block)`/`harness.exit(block, exc)` so that one body drives both
-`with` and `async with`.
+Each test body runs against both clients through the `harness` fixture, in process, over
+the `api` respx router. A metered block is entered with `enter(harness, block)` and left
+with `leave(harness, block, exc)` so that one body drives both `with` and `async with`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+import respx
 
 from amaimedia import (
     AmaiClient,
@@ -34,25 +35,26 @@ from amaimedia import (
     ServerError,
     SpendFailedError,
 )
+from tests.answers import KEY, api_router, bodies, error, queue, requests
 from tests.conftest import Harness
-from tests.fakes import KEY, FakeAPI, error
 
 
 class Ledger:
-    """A stateful spend endpoint: a `(tool, reference)` pair is charged once.
+    """A stateful spend endpoint, queued on the `api` router: a `(tool, reference)` pair is
+    charged once.
 
     `drop_after_commit` makes the next spend record the charge and then fail like a
     connection cut before the answer arrived.
     """
 
-    def __init__(self, api: FakeAPI, price: int = 40, balance: int = 10_000) -> None:
+    def __init__(self, api: respx.Router, price: int = 40, balance: int = 10_000) -> None:
         self.price = price
         self.balance = balance
         self.results: dict[tuple[str, str], dict[str, Any]] = {}
         self.drop_after_commit = 0
         self.charges: list[str] = []
         self._lock = threading.Lock()
-        api.queue("spend", *[self.spend] * 10_000)
+        queue(api["spend"], *[self.spend] * 10_000)
 
     def spend(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
@@ -101,7 +103,7 @@ def run_block(
 # --- the happy path ---------------------------------------------------------------------
 
 
-def test_a_block_checks_then_spends_once(harness: Harness, api: FakeAPI) -> None:
+def test_a_block_checks_then_spends_once(harness: Harness, api: respx.Router) -> None:
     client = harness.client(api)
     seen: list[str] = []
 
@@ -111,14 +113,17 @@ def test_a_block_checks_then_spends_once(harness: Harness, api: FakeAPI) -> None
         assert meter.quote.cost_tokens == 5
         assert meter.state == "running"
         assert meter.charge is None
-        assert [r.url.path for r in api.requests] == ["/api/v1/tools/check"]
+        assert [r.url.path for r in requests(api.calls)] == ["/api/v1/tools/check"]
         seen.append(meter.reference)
 
     meter = run_block(harness, client.metered("dub", units=3), work)
 
-    assert [r.url.path for r in api.requests] == ["/api/v1/tools/check", "/api/v1/tools/spend"]
-    assert api.bodies("check") == [{"tool": "dub", "units": 3}]
-    assert api.bodies("spend") == [{"tool": "dub", "units": 3, "reference": seen[0]}]
+    assert [r.url.path for r in requests(api.calls)] == [
+        "/api/v1/tools/check",
+        "/api/v1/tools/spend",
+    ]
+    assert bodies(api["check"].calls) == [{"tool": "dub", "units": 3}]
+    assert bodies(api["spend"].calls) == [{"tool": "dub", "units": 3, "reference": seen[0]}]
     assert meter.state == "charged"
     assert meter.charge is not None
     assert meter.charge.charged == 5
@@ -126,7 +131,7 @@ def test_a_block_checks_then_spends_once(harness: Harness, api: FakeAPI) -> None
     assert meter.reference.startswith("req_")
 
 
-def test_the_with_statement_gives_the_meter(api: FakeAPI) -> None:
+def test_the_with_statement_gives_the_meter(api: respx.Router) -> None:
     with (
         AmaiClient(
             api_key=KEY, http_client=httpx.Client(transport=httpx.MockTransport(api.handler))
@@ -137,9 +142,9 @@ def test_the_with_statement_gives_the_meter(api: FakeAPI) -> None:
     assert meter.charge is not None
 
 
-def test_the_async_with_statement_gives_the_meter(api: FakeAPI) -> None:
+def test_the_async_with_statement_gives_the_meter(api: respx.Router) -> None:
     async def main() -> Meter:
-        http = httpx.AsyncClient(transport=httpx.MockTransport(api.handler))
+        http = httpx.AsyncClient(transport=httpx.MockTransport(api.async_handler))
         aclient = AsyncAmaiClient(api_key=KEY, http_client=http)
         async with aclient, aclient.metered("voice_clone", units=12) as meter:
             assert isinstance(meter, Meter)
@@ -148,17 +153,17 @@ def test_the_async_with_statement_gives_the_meter(api: FakeAPI) -> None:
 
     meter = asyncio.run(main())
     assert meter.charge is not None
-    assert api.bodies("spend")[0]["units"] == 12
+    assert bodies(api["spend"].calls)[0]["units"] == 12
 
 
-def test_a_reference_of_your_own(harness: Harness, api: FakeAPI) -> None:
+def test_a_reference_of_your_own(harness: Harness, api: respx.Router) -> None:
     client = harness.client(api)
     meter = run_block(harness, client.metered("dub", units=3, reference="job-42"))
     assert meter.reference == "job-42"
-    assert api.bodies("spend")[0]["reference"] == "job-42"
+    assert bodies(api["spend"].calls)[0]["reference"] == "job-42"
 
 
-def test_units_set_in_the_block_are_billed(harness: Harness, api: FakeAPI) -> None:
+def test_units_set_in_the_block_are_billed(harness: Harness, api: respx.Router) -> None:
     client = harness.client(api)
 
     def work(meter: Meter) -> None:
@@ -166,8 +171,8 @@ def test_units_set_in_the_block_are_billed(harness: Harness, api: FakeAPI) -> No
         assert meter.units == 2.5
 
     run_block(harness, client.metered("dub", units=3), work)
-    assert api.bodies("check")[0]["units"] == 3
-    assert api.bodies("spend")[0]["units"] == 2.5
+    assert bodies(api["check"].calls)[0]["units"] == 3
+    assert bodies(api["spend"].calls)[0]["units"] == 2.5
 
 
 @pytest.mark.parametrize(
@@ -180,7 +185,7 @@ def test_units_set_in_the_block_are_billed(harness: Harness, api: FakeAPI) -> No
     ],
 )
 def test_invalid_units_set_in_the_block_fail_the_block(
-    harness: Harness, api: FakeAPI, units: Any, error: type[Exception], message: str
+    harness: Harness, api: respx.Router, units: Any, error: type[Exception], message: str
 ) -> None:
     client = harness.client(api)
 
@@ -189,10 +194,10 @@ def test_invalid_units_set_in_the_block_fail_the_block(
 
     with pytest.raises(error, match=message):
         run_block(harness, client.metered("dub", units=3), work)
-    assert api.bodies("spend") == []
+    assert bodies(api["spend"].calls) == []
 
 
-def test_cancel_skips_the_spend(harness: Harness, api: FakeAPI) -> None:
+def test_cancel_skips_the_spend(harness: Harness, api: respx.Router) -> None:
     client = harness.client(api)
 
     def work(meter: Meter) -> None:
@@ -203,10 +208,10 @@ def test_cancel_skips_the_spend(harness: Harness, api: FakeAPI) -> None:
     meter = run_block(harness, client.metered("dub"), work)
     assert meter.state == "cancelled"
     assert meter.charge is None
-    assert api.bodies("spend") == []
+    assert bodies(api["spend"].calls) == []
 
 
-def test_a_finished_meter_refuses_changes(harness: Harness, api: FakeAPI) -> None:
+def test_a_finished_meter_refuses_changes(harness: Harness, api: respx.Router) -> None:
     client = harness.client(api)
     meter = run_block(harness, client.metered("dub"))
     with pytest.raises(RuntimeError, match="only change inside the metered block; it is charged"):
@@ -216,7 +221,7 @@ def test_a_finished_meter_refuses_changes(harness: Harness, api: FakeAPI) -> Non
     assert meter.units == 1
 
 
-def test_meter_repr_reads_well(harness: Harness, api: FakeAPI) -> None:
+def test_meter_repr_reads_well(harness: Harness, api: respx.Router) -> None:
     client = harness.client(api)
     meter = run_block(harness, client.metered("dub", units=3, reference="job-7"))
     assert repr(meter) == (
@@ -230,17 +235,17 @@ def test_meter_repr_reads_well(harness: Harness, api: FakeAPI) -> None:
 # --- entering: no work without funds -----------------------------------------------------
 
 
-def test_allowed_false_raises_before_the_block_runs(harness: Harness, api: FakeAPI) -> None:
+def test_allowed_false_raises_before_the_block_runs(harness: Harness, api: respx.Router) -> None:
     client = harness.client(api)
     quote = {"ok": True, "allowed": False, "cost_tokens": 120, "balance_after": 80}
-    api.queue("check", httpx.Response(200, json=quote))
+    queue(api["check"], httpx.Response(200, json=quote))
     ran: list[bool] = []
 
     with pytest.raises(InsufficientCreditsError) as caught:
         run_block(harness, client.metered("dub", units=3), lambda meter: ran.append(True))
 
     assert ran == []
-    assert api.bodies("spend") == []
+    assert bodies(api["spend"].calls) == []
     exc = caught.value
     assert exc.cost_tokens == 120
     assert exc.balance is None
@@ -250,16 +255,16 @@ def test_allowed_false_raises_before_the_block_runs(harness: Harness, api: FakeA
     assert "120 tokens" in str(exc)
 
 
-def test_a_402_at_check_raises_before_the_block_runs(harness: Harness, api: FakeAPI) -> None:
+def test_a_402_at_check_raises_before_the_block_runs(harness: Harness, api: respx.Router) -> None:
     client = harness.client(api)
-    api.queue("check", error(402, "insufficient_credits", cost_tokens=120, balance=80))
+    queue(api["check"], error(402, "insufficient_credits", cost_tokens=120, balance=80))
     ran: list[bool] = []
 
     with pytest.raises(InsufficientCreditsError) as caught:
         run_block(harness, client.metered("dub", units=3), lambda meter: ran.append(True))
 
     assert ran == []
-    assert api.bodies("spend") == []
+    assert bodies(api["spend"].calls) == []
     assert (caught.value.cost_tokens, caught.value.balance) == (120, 80)
 
 
@@ -273,17 +278,17 @@ def test_a_402_at_check_raises_before_the_block_runs(harness: Harness, api: Fake
     ],
 )
 def test_other_check_errors_propagate_and_the_block_never_runs(
-    harness: Harness, api: FakeAPI, reply: Callable[[], Any], expected: type[AmaiError]
+    harness: Harness, api: respx.Router, reply: Callable[[], Any], expected: type[AmaiError]
 ) -> None:
     client = harness.client(api, max_retries=0)
-    api.queue("check", reply())
+    queue(api["check"], reply())
     ran: list[bool] = []
 
     with pytest.raises(expected):
         run_block(harness, client.metered("chat"), lambda meter: ran.append(True))
 
     assert ran == []
-    assert api.bodies("spend") == []
+    assert bodies(api["spend"].calls) == []
 
 
 # --- the block fails: nothing is charged -------------------------------------------------
@@ -299,7 +304,7 @@ class Boom(Exception):
     ids=["exception", "KeyboardInterrupt", "SystemExit", "CancelledError"],
 )
 def test_a_failing_block_spends_nothing_and_its_exception_propagates_unchanged(
-    harness: Harness, api: FakeAPI, raised: BaseException
+    harness: Harness, api: respx.Router, raised: BaseException
 ) -> None:
     client = harness.client(api)
     block = client.metered("dub", units=3)
@@ -316,19 +321,19 @@ def test_a_failing_block_spends_nothing_and_its_exception_propagates_unchanged(
     assert caught == [raised]
     assert raised.__cause__ is None
     assert raised.__context__ is None
-    assert api.bodies("spend") == []
+    assert bodies(api["spend"].calls) == []
     assert meter.state == "failed"
     assert meter.charge is None
 
 
-def test_a_failing_block_spends_nothing_with_real_with_statements(api: FakeAPI) -> None:
+def test_a_failing_block_spends_nothing_with_real_with_statements(api: respx.Router) -> None:
     http = httpx.Client(transport=httpx.MockTransport(api.handler))
     client = AmaiClient(api_key=KEY, http_client=http)
     with pytest.raises(Boom), client.metered("dub"):
         raise Boom
 
     async def main() -> None:
-        ahttp = httpx.AsyncClient(transport=httpx.MockTransport(api.handler))
+        ahttp = httpx.AsyncClient(transport=httpx.MockTransport(api.async_handler))
         aclient = AsyncAmaiClient(api_key=KEY, http_client=ahttp)
         with pytest.raises(Boom):
             async with aclient.metered("dub"):
@@ -337,16 +342,16 @@ def test_a_failing_block_spends_nothing_with_real_with_statements(api: FakeAPI) 
 
     asyncio.run(main())
     http.close()
-    assert len(api.bodies("check")) == 2
-    assert api.bodies("spend") == []
+    assert len(bodies(api["check"].calls)) == 2
+    assert bodies(api["spend"].calls) == []
 
 
 def test_a_cancelled_task_spends_nothing() -> None:
-    api = FakeAPI()
+    api = api_router()
     started = asyncio.Event()
 
     async def main() -> None:
-        http = httpx.AsyncClient(transport=httpx.MockTransport(api.handler))
+        http = httpx.AsyncClient(transport=httpx.MockTransport(api.async_handler))
         aclient = AsyncAmaiClient(api_key=KEY, http_client=http)
 
         async def job() -> None:
@@ -362,16 +367,16 @@ def test_a_cancelled_task_spends_nothing() -> None:
         await http.aclose()
 
     asyncio.run(main())
-    assert len(api.bodies("check")) == 1
-    assert api.bodies("spend") == []
+    assert len(bodies(api["check"].calls)) == 1
+    assert bodies(api["spend"].calls) == []
 
 
 # --- the spend fails: SpendFailedError, and a replay charges once -------------------------
 
 
-def test_a_402_at_spend_raises_spend_failed_error(harness: Harness, api: FakeAPI) -> None:
+def test_a_402_at_spend_raises_spend_failed_error(harness: Harness, api: respx.Router) -> None:
     client = harness.client(api)
-    api.queue("spend", error(402, "insufficient_credits", cost_tokens=120, balance=80))
+    queue(api["spend"], error(402, "insufficient_credits", cost_tokens=120, balance=80))
 
     with pytest.raises(SpendFailedError) as caught:
         run_block(harness, client.metered("dub", units=3, reference="job-9"))
@@ -402,23 +407,23 @@ def test_a_402_at_spend_raises_spend_failed_error(harness: Harness, api: FakeAPI
     ],
 )
 def test_spend_errors_become_spend_failed_error(
-    harness: Harness, api: FakeAPI, reply: Callable[[], Any], cause: type[AmaiError]
+    harness: Harness, api: respx.Router, reply: Callable[[], Any], cause: type[AmaiError]
 ) -> None:
     client = harness.client(api)
-    api.queue("spend", reply())
+    queue(api["spend"], reply())
     with pytest.raises(SpendFailedError) as caught:
         run_block(harness, client.metered("chat"))
     assert type(caught.value.__cause__) is cause
     assert caught.value.reference == caught.value.__cause__.reference
-    assert len(api.bodies("spend")) == 1  # none of these is retried
+    assert len(bodies(api["spend"].calls)) == 1  # none of these is retried
 
 
 def test_spend_retries_are_exhausted_then_replay_charges_once(
-    harness: Harness, api: FakeAPI
+    harness: Harness, api: respx.Router
 ) -> None:
     client = harness.client(api, max_retries=2)
+    queue(api["spend"], *[error(503, None)] * 3)  # before the ledger's answers
     ledger = Ledger(api)
-    api._queues["spend"].extendleft([error(503, None)] * 3)
 
     block = client.metered("dub", units=3)
     with pytest.raises(SpendFailedError) as caught:
@@ -427,7 +432,7 @@ def test_spend_retries_are_exhausted_then_replay_charges_once(
     exc = caught.value
     assert isinstance(exc.__cause__, ServerError)
     assert len(harness.sleeps) == 2  # the client's retry policy was used
-    references = {body["reference"] for body in api.bodies("spend")}
+    references = {body["reference"] for body in bodies(api["spend"].calls)}
     assert references == {exc.reference}
     assert ledger.charges == []
 
@@ -438,7 +443,7 @@ def test_spend_retries_are_exhausted_then_replay_charges_once(
 
 
 def test_a_spend_cut_after_commit_is_retried_and_charged_once(
-    harness: Harness, api: FakeAPI
+    harness: Harness, api: respx.Router
 ) -> None:
     client = harness.client(api)
     ledger = Ledger(api)
@@ -446,19 +451,19 @@ def test_a_spend_cut_after_commit_is_retried_and_charged_once(
 
     meter = run_block(harness, client.metered("dub", units=3))
 
-    bodies = api.bodies("spend")
-    assert len(bodies) == 2
-    assert bodies[0] == bodies[1]
+    sent = bodies(api["spend"].calls)
+    assert len(sent) == 2
+    assert sent[0] == sent[1]
     assert ledger.charges == [meter.reference]
     assert meter.charge is not None
     assert meter.charge.charged == 120
     assert ledger.balance == 10_000 - 120
 
 
-def test_an_interrupt_during_the_spend_propagates(harness: Harness, api: FakeAPI) -> None:
+def test_an_interrupt_during_the_spend_propagates(harness: Harness, api: respx.Router) -> None:
     client = harness.client(api)
     interrupt = KeyboardInterrupt()
-    api.queue("spend", interrupt)
+    queue(api["spend"], interrupt)
     block = client.metered("dub")
     with pytest.raises(KeyboardInterrupt) as caught:
         run_block(harness, block)
@@ -467,9 +472,9 @@ def test_an_interrupt_during_the_spend_propagates(harness: Harness, api: FakeAPI
     assert block._meter.state == "spend_failed"
 
 
-def test_spend_failed_error_pickles(harness: Harness, api: FakeAPI) -> None:
+def test_spend_failed_error_pickles(harness: Harness, api: respx.Router) -> None:
     client = harness.client(api)
-    api.queue("spend", error(403, "forbidden"))
+    queue(api["spend"], error(403, "forbidden"))
     with pytest.raises(SpendFailedError) as caught:
         run_block(harness, client.metered("sfx", units=1.5, reference="job-1"))
     copy = pickle.loads(pickle.dumps(caught.value))
@@ -494,23 +499,29 @@ def test_spend_failed_error_pickles(harness: Harness, api: FakeAPI) -> None:
     ],
 )
 def test_bad_arguments_fail_when_metered_is_called(
-    harness: Harness, api: FakeAPI, arguments: dict[str, Any], error: type[Exception], message: str
+    harness: Harness,
+    api: respx.Router,
+    arguments: dict[str, Any],
+    error: type[Exception],
+    message: str,
 ) -> None:
     client = harness.client(api)
     with pytest.raises(error, match=message):
         client.metered(**arguments)
-    assert api.requests == []
+    assert api.calls.call_count == 0
 
 
-def test_a_reference_callable_is_only_for_the_decorator(harness: Harness, api: FakeAPI) -> None:
+def test_a_reference_callable_is_only_for_the_decorator(
+    harness: Harness, api: respx.Router
+) -> None:
     client = harness.client(api)
     block = client.metered("dub", reference=lambda: "job-1")
     with pytest.raises(TypeError, match="in a with-block pass the reference itself"):
         enter(harness, block)
-    assert api.requests == []
+    assert api.calls.call_count == 0
 
 
-def test_a_block_cannot_be_entered_twice_at_once(harness: Harness, api: FakeAPI) -> None:
+def test_a_block_cannot_be_entered_twice_at_once(harness: Harness, api: respx.Router) -> None:
     client = harness.client(api)
     block = client.metered("dub")
     first = enter(harness, block)
@@ -520,21 +531,21 @@ def test_a_block_cannot_be_entered_twice_at_once(harness: Harness, api: FakeAPI)
     # Once finished, the same block object may run again: a new meter, a new reference.
     second = run_block(harness, block)
     assert first.reference != second.reference
-    assert len(api.bodies("spend")) == 2
+    assert len(bodies(api["spend"].calls)) == 2
 
 
-def test_a_closed_client_refuses_to_meter(harness: Harness, api: FakeAPI) -> None:
+def test_a_closed_client_refuses_to_meter(harness: Harness, api: respx.Router) -> None:
     client = harness.client(api)
     harness.run(client.aclose() if harness.is_async else client.close())
     with pytest.raises(AmaiError, match="is closed"):
         enter(harness, client.metered("dub"))
-    assert api.requests == []
+    assert api.calls.call_count == 0
 
 
 # --- the decorator ----------------------------------------------------------------------
 
 
-def test_the_sync_decorator_meters_each_call(api: FakeAPI) -> None:
+def test_the_sync_decorator_meters_each_call(api: respx.Router) -> None:
     client = AmaiClient(
         api_key=KEY, http_client=httpx.Client(transport=httpx.MockTransport(api.handler))
     )
@@ -549,14 +560,14 @@ def test_the_sync_decorator_meters_each_call(api: FakeAPI) -> None:
     assert answer.__name__ == "answer"
     assert answer.__doc__ == "Answer a prompt."
     assert str(inspect.signature(answer)) == "(prompt: 'str', *, loud: 'bool' = False) -> 'str'"
-    references = [body["reference"] for body in api.bodies("spend")]
+    references = [body["reference"] for body in bodies(api["spend"].calls)]
     assert len(references) == len(set(references)) == 2
     client.close()
 
 
-def test_the_async_decorator_meters_each_call(api: FakeAPI) -> None:
+def test_the_async_decorator_meters_each_call(api: respx.Router) -> None:
     async def main() -> None:
-        http = httpx.AsyncClient(transport=httpx.MockTransport(api.handler))
+        http = httpx.AsyncClient(transport=httpx.MockTransport(api.async_handler))
         aclient = AsyncAmaiClient(api_key=KEY, http_client=http)
 
         @aclient.metered("voice_clone", units=12)
@@ -573,13 +584,13 @@ def test_the_async_decorator_meters_each_call(api: FakeAPI) -> None:
         await http.aclose()
 
     asyncio.run(main())
-    bodies = api.bodies("spend")
-    assert [body["units"] for body in bodies] == [12, 12]
-    assert bodies[0]["reference"] != bodies[1]["reference"]
+    sent = bodies(api["spend"].calls)
+    assert [body["units"] for body in sent] == [12, 12]
+    assert sent[0]["reference"] != sent[1]["reference"]
 
 
 def test_the_decorator_derives_references_from_the_arguments(
-    harness: Harness, api: FakeAPI
+    harness: Harness, api: respx.Router
 ) -> None:
     client = harness.client(api)
     derived: list[tuple[Any, ...]] = []
@@ -603,10 +614,10 @@ def test_the_decorator_derives_references_from_the_arguments(
     assert harness.run(render(7, priority=1)) == 7
     assert harness.run(render(8)) == 8
     assert derived == [(7, 1), (8, 0)]
-    assert [body["reference"] for body in api.bodies("spend")] == ["job-7", "job-8"]
+    assert [body["reference"] for body in bodies(api["spend"].calls)] == ["job-7", "job-8"]
 
 
-def test_a_failing_decorated_call_spends_nothing(harness: Harness, api: FakeAPI) -> None:
+def test_a_failing_decorated_call_spends_nothing(harness: Harness, api: respx.Router) -> None:
     client = harness.client(api)
 
     if harness.is_async:
@@ -623,11 +634,13 @@ def test_a_failing_decorated_call_spends_nothing(harness: Harness, api: FakeAPI)
 
     with pytest.raises(Boom):
         harness.run(work())
-    assert len(api.bodies("check")) == 1
-    assert api.bodies("spend") == []
+    assert len(bodies(api["check"].calls)) == 1
+    assert bodies(api["spend"].calls) == []
 
 
-def test_the_decorator_refuses_the_wrong_kind_of_function(harness: Harness, api: FakeAPI) -> None:
+def test_the_decorator_refuses_the_wrong_kind_of_function(
+    harness: Harness, api: respx.Router
+) -> None:
     client = harness.client(api)
 
     async def coroutine_function() -> None:
@@ -641,10 +654,10 @@ def test_the_decorator_refuses_the_wrong_kind_of_function(harness: Harness, api:
         client.metered("chat")(wrong)
     with pytest.raises(TypeError, match="decorates a function, got int"):
         client.metered("chat")(42)
-    assert api.requests == []
+    assert api.calls.call_count == 0
 
 
-def test_the_decorator_refuses_a_fixed_reference(harness: Harness, api: FakeAPI) -> None:
+def test_the_decorator_refuses_a_fixed_reference(harness: Harness, api: respx.Router) -> None:
     client = harness.client(api)
 
     async def coroutine_function() -> None:
@@ -662,11 +675,11 @@ def test_the_decorator_refuses_a_fixed_reference(harness: Harness, api: FakeAPI)
 
 
 def test_200_concurrent_async_blocks_spend_200_times() -> None:
-    api = FakeAPI()
+    api = api_router()
     ledger = Ledger(api, price=5)
 
     async def main() -> list[Meter]:
-        http = httpx.AsyncClient(transport=httpx.MockTransport(api.handler))
+        http = httpx.AsyncClient(transport=httpx.MockTransport(api.async_handler))
         aclient = AsyncAmaiClient(api_key=KEY, http_client=http)
 
         async def job(i: int) -> Meter:
@@ -682,13 +695,13 @@ def test_200_concurrent_async_blocks_spend_200_times() -> None:
     references = {meter.reference for meter in meters}
     assert len(references) == 200
     assert sorted(ledger.charges) == sorted(references)
-    assert len(api.bodies("spend")) == 200
+    assert len(bodies(api["spend"].calls)) == 200
     assert all(meter.state == "charged" for meter in meters)
     assert ledger.balance == 10_000 - 200 * 5
 
 
 def test_threads_share_one_client_for_metered_blocks() -> None:
-    api = FakeAPI()
+    api = api_router()
     ledger = Ledger(api, price=5)
     client = AmaiClient(
         api_key=KEY, http_client=httpx.Client(transport=httpx.MockTransport(api.handler))

@@ -22,12 +22,13 @@ import math
 import os
 import pickle
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
+import respx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -41,7 +42,7 @@ from amaimedia import (
     SpendFailedError,
 )
 from amaimedia.testing import FakeAmaiServer
-from tests.fakes import CHARGE, KEY, QUOTE
+from tests.answers import KEY, api_router, requests
 
 # Read at import: the suite's autouse fixture clears AMAI_* variables before each test.
 EXAMPLES = int(os.environ.get("AMAI_PROPERTY_EXAMPLES", "200"))
@@ -219,33 +220,32 @@ def assert_typed_failure(operation: str, exc: AmaiError) -> None:
         assert not isinstance(exc, SpendFailedError)
 
 
-class Answer:
-    """A MockTransport handler: `answer` for the endpoint under test, normal for the other."""
+def answering(
+    endpoint: str, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> respx.Router:
+    """The `api` router, with this answer for the endpoint under test, normal for the other.
 
-    def __init__(
-        self, endpoint: str, status: int, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> None:
-        self.endpoint = endpoint
-        self.status, self.headers, self.body = status, headers, body
-        self.requests = 0
+    The answer is built per request, as a transport would: httpx decodes a body as it
+    builds the response, and a body that cannot be decoded must fail inside the client.
+    """
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests += 1
-        endpoint = request.url.path.rsplit("/", 1)[-1]
-        if endpoint == self.endpoint:
-            return httpx.Response(self.status, headers=self.headers, content=self.body)
-        return httpx.Response(200, json=QUOTE if endpoint == "check" else CHARGE)
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, headers=headers, content=body)
+
+    router = api_router()
+    router[endpoint].mock(side_effect=answer)
+    return router
 
 
-def sync_client(handler: Callable[[httpx.Request], httpx.Response]) -> AmaiClient:
-    http = httpx.Client(transport=httpx.MockTransport(handler))
+def sync_client(api: respx.Router) -> AmaiClient:
+    http = httpx.Client(transport=httpx.MockTransport(api.handler))
     client = AmaiClient(api_key=KEY, http_client=http, max_retries=1)
     client._sleep = lambda seconds: None
     return client
 
 
-def async_client(handler: Callable[[httpx.Request], httpx.Response]) -> AsyncAmaiClient:
-    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+def async_client(api: respx.Router) -> AsyncAmaiClient:
+    http = httpx.AsyncClient(transport=httpx.MockTransport(api.async_handler))
     client = AsyncAmaiClient(api_key=KEY, http_client=http, max_retries=1)
 
     async def no_wait(seconds: float) -> None:
@@ -255,8 +255,8 @@ def async_client(handler: Callable[[httpx.Request], httpx.Response]) -> AsyncAma
     return client
 
 
-def run_sync(operation: str, handler: Answer) -> Any:
-    client = sync_client(handler)
+def run_sync(operation: str, api: respx.Router) -> Any:
+    client = sync_client(api)
     if operation == "check":
         return client.check("dub", units=2)
     if operation == "spend":
@@ -268,8 +268,8 @@ def run_sync(operation: str, handler: Answer) -> Any:
     return meter.charge
 
 
-async def run_async(operation: str, handler: Answer) -> Any:
-    client = async_client(handler)
+async def run_async(operation: str, api: respx.Router) -> Any:
+    client = async_client(api)
     if operation == "check":
         return await client.check("dub", units=2)
     if operation == "spend":
@@ -293,19 +293,16 @@ def test_any_answer_raises_only_typed_errors(
     mode: str, operation: str, status: int, headers: list[tuple[bytes, bytes]], body: bytes
 ) -> None:
     endpoint = "spend" if operation.endswith("spend") else "check"
-    handler = Answer(endpoint, status, headers, body)
+    api = answering(endpoint, status, headers, body)
     kind = operation.split()[0]
     try:
         with strict_logging():
-            if mode == "sync":
-                result = run_sync(kind, handler)
-            else:
-                result = asyncio.run(run_async(kind, handler))
+            result = run_sync(kind, api) if mode == "sync" else asyncio.run(run_async(kind, api))
     except AmaiError as exc:
         assert_typed_failure(operation, exc)
         return
     assert isinstance(result, Quote if operation == "check" else Charge)
-    assert handler.requests >= 1
+    assert api.calls.call_count >= 1
 
 
 # --- what a caller can pass --------------------------------------------------------------
@@ -367,16 +364,6 @@ def assert_valid_request(
             assert sent_reference == reference
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        body = QUOTE if request.url.path.endswith("/check") else CHARGE
-        return httpx.Response(200, json=body)
-
-
 def call_sync(client: AmaiClient, operation: str, tool: Any, units: Any, reference: Any) -> None:
     if operation == "check":
         client.check(tool, units)
@@ -419,18 +406,18 @@ async def call_async(
 def test_any_arguments_are_refused_before_sending_or_sent_valid(
     mode: str, operation: str, tool: Any, units: Any, reference: Any
 ) -> None:
-    recorder = Recorder()
+    api = api_router()
     try:
         if mode == "sync":
-            call_sync(sync_client(recorder), operation, tool, units, reference)
+            call_sync(sync_client(api), operation, tool, units, reference)
         else:
-            asyncio.run(call_async(async_client(recorder), operation, tool, units, reference))
+            asyncio.run(call_async(async_client(api), operation, tool, units, reference))
     except (ValueError, TypeError):
         # The decorator sends its check only once the reference is derived and valid.
-        assert recorder.requests == []
+        assert requests(api.calls) == []
         return
-    assert recorder.requests
-    for request in recorder.requests:
+    assert requests(api.calls)
+    for request in requests(api.calls):
         assert_valid_request(request, tool, units, reference)
 
 
@@ -487,14 +474,14 @@ def test_any_settings_build_a_client_or_raise_value_or_type_error(
 def test_an_int_beyond_the_float_range_is_refused_or_sent(operation: str) -> None:
     """Found by the properties: `math.isfinite` converted the int to a float, and the
     OverflowError of one beyond ~1.8e308 escaped instead of a ValueError."""
-    recorder = Recorder()
+    api = api_router()
     units = 10**400
     try:
-        call_sync(sync_client(recorder), operation, "chat", units, "job-1")
+        call_sync(sync_client(api), operation, "chat", units, "job-1")
     except (ValueError, TypeError):
-        assert recorder.requests == []
+        assert requests(api.calls) == []
         return
-    for request in recorder.requests:
+    for request in requests(api.calls):
         assert_valid_request(request, "chat", units, "job-1")
 
 

@@ -43,7 +43,7 @@ from amaimedia import (
 from amaimedia._aiohttp_transport import httpx_error
 from amaimedia._config import AsyncTransportName
 from amaimedia.testing import FakeAmaiServer
-from tests.fakes import KEY, QUOTE
+from tests.answers import KEY, QUOTE
 
 _T = TypeVar("_T")
 TIMEOUT = 0.3

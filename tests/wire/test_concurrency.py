@@ -11,8 +11,8 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from amaimedia import AmaiClient, AsyncAmaiClient, Charge
+from tests.answers import CHARGE
 from tests.conftest import Served
-from tests.fakes import CHARGE
 
 
 def test_threads_share_one_sync_client_over_loopback(loopback: Served) -> None:

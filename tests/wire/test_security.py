@@ -12,8 +12,8 @@ import logging
 import pytest
 
 from amaimedia import APIConnectionError, AuthenticationError, RateLimitError
+from tests.answers import CHARGE, QUOTE
 from tests.conftest import Harness, Served
-from tests.fakes import CHARGE, QUOTE
 from tests.planted import SECRET, assert_exception_is_clean, assert_secret_absent, call
 
 

@@ -24,8 +24,8 @@ from amaimedia import (
     Quote,
     ServerError,
 )
+from tests.answers import QUOTE
 from tests.conftest import Harness, Served
-from tests.fakes import QUOTE
 
 TIMEOUT = 0.3
 
