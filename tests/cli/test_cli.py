@@ -633,6 +633,7 @@ class FakeServerProcess:
                 stream.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_fake_server_process_serves_then_exits_0_on_signal(signum: signal.Signals) -> None:
     server = FakeServerProcess()

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 RUN = Path(__file__).resolve().parents[2] / "benchmarks" / "run.py"
 
 ROWS = [
@@ -24,6 +26,7 @@ ROWS = [
 ]
 
 
+@pytest.mark.slow
 def test_smoke_run_prints_every_row() -> None:
     done = subprocess.run(
         [sys.executable, str(RUN), "--smoke"], capture_output=True, text=True, timeout=120

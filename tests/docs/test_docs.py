@@ -287,6 +287,7 @@ def test_production_block(block: Block) -> None:
 # --- test modules shown in the docs --------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", PYTEST_BLOCKS, ids=block_id)
 def test_test_module_passes_under_pytest(block: Block, tmp_path: Path) -> None:
     # The page's files first (`# app.py`), which the test module may import.

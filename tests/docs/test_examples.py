@@ -36,6 +36,7 @@ def test_example_runs(path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", TEST_FILES, ids=lambda path: path.name)
 def test_example_test_file_passes_under_pytest(path: Path) -> None:
     # Run from the examples directory, as a user would run their own suite: the

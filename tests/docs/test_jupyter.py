@@ -507,6 +507,7 @@ def _result(outputs: list[Any]) -> dict[str, str]:
     return data
 
 
+@pytest.mark.slow
 def test_the_notebook_runs_without_errors_or_warnings(executed: dict[str, Any]) -> None:
     assert list(executed) == [
         "server",
@@ -524,6 +525,7 @@ def test_the_notebook_runs_without_errors_or_warnings(executed: dict[str, Any]) 
         assert not [o for o in outputs if o.output_type == "stream" and o.name == "stderr"]
 
 
+@pytest.mark.slow
 def test_the_notebook_shows_results_as_tables(executed: dict[str, Any]) -> None:
     check = _result(executed["check"])
     assert check["text/plain"] == "Quote(ok=True, allowed=True, cost_tokens=120, balance_after=80)"
@@ -546,6 +548,7 @@ def test_the_notebook_shows_results_as_tables(executed: dict[str, Any]) -> None:
     assert (dict(rows)["charged"], dict(rows)["balance_after"]) == ("10", "70")
 
 
+@pytest.mark.slow
 def test_the_notebook_charges_once_and_shows_the_error(executed: dict[str, Any]) -> None:
     assert _stdout(executed["spend"]) == "the replay charged nothing new: balance still 80\n"
     assert _stdout(executed["insufficient"]).startswith("402 insufficient_credits: ")
@@ -556,6 +559,7 @@ def test_the_notebook_charges_once_and_shows_the_error(executed: dict[str, Any])
     assert _stdout(executed["ledger"]) == "balance 52 of 200 tokens, 5 charges in the ledger\n"
 
 
+@pytest.mark.slow
 def test_the_notebook_never_shows_a_key(executed: dict[str, Any]) -> None:
     everything = json.dumps(executed)
     assert "amai_live_" not in everything

@@ -116,6 +116,7 @@ def test_another_client_inside_its_creating_transaction_meanwhile(
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+@pytest.mark.slow
 def test_eight_threads_opening_new_journals_together(tmp_path: Path) -> None:
     """The race the two tests above replay, run for real: every opening succeeds."""
     rounds, threads = 25, 8

@@ -46,6 +46,8 @@ from .reliability.faults import (
 )
 from .reliability.soak import START_BALANCE, Lane, arun_block, check_lanes, run_block
 
+pytestmark = pytest.mark.slow
+
 THREADS, BLOCKS_PER_THREAD = 16, 20
 TASKS = 500
 POOL_SIZE = 100  # httpx's default max_connections, which the SDK's own client keeps

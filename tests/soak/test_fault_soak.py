@@ -53,6 +53,8 @@ from .reliability.soak import (
     run_sync_lane,
 )
 
+pytestmark = pytest.mark.slow
+
 SYNC_LANES, SYNC_BLOCKS = 16, 40  # 640 blocks on 16 threads
 ASYNC_LANES, ASYNC_BLOCKS = 20, 20  # 400 blocks, each its own task, per transport
 JOURNALED_EVERY = 4  # one lane in four keeps a spend journal (one file for them all)

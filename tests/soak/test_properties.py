@@ -281,6 +281,7 @@ async def run_async(operation: str, api: respx.Router) -> Any:
     return meter.charge
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @PROPERTY
 @given(
@@ -395,6 +396,7 @@ async def call_async(
         await client.metered(tool, units, reference=lambda: reference)(job)()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @PROPERTY
 @given(
@@ -435,6 +437,7 @@ _URLS = st.one_of(
 )
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(
     api_key=st.text(max_size=40) | ANYTHING,

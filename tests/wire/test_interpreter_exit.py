@@ -12,9 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from amaimedia.testing import FakeAmaiServer
 from tests.soak.reliability.exit_run import check_exit_run, run_exit_script
 from tests.soak.reliability.soak import START_BALANCE
+
+pytestmark = pytest.mark.slow
 
 
 def test_nothing_is_left_open_at_interpreter_exit(tmp_path: Path) -> None:

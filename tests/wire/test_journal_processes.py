@@ -38,9 +38,12 @@ from tests.journal.ledger import (
     rows,
 )
 
-pytestmark = pytest.mark.skipif(
-    sys.platform == "win32", reason="claims are fcntl locks, and the workers die by SIGKILL"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        sys.platform == "win32", reason="claims are fcntl locks, and the workers die by SIGKILL"
+    ),
+]
 
 WORKERS = Path(__file__).parent / "journal_workers"
 # How long to wait for a worker to reach a step: generous for a loaded CI machine. It

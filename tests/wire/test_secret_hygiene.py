@@ -29,6 +29,7 @@ from tests.soak.reliability.soak import START_BALANCE
 LOG_LINE = re.compile(r"\[\d{4}-\d\d-\d\d [\d:,]+ (DEBUG|INFO|WARNING) amaimedia\] \S")
 
 
+@pytest.mark.slow
 def test_amai_log_debug_under_faults_never_prints_the_key(tmp_path: Path) -> None:
     fake = FakeAmaiServer()
     key = fake.create_key(balance=START_BALANCE)
