@@ -1,6 +1,6 @@
 """`FakeAmaiServer.serve()`: the fake over a real loopback socket.
 
-The API's answers are covered, both ways in, by the table in test_testing_server.py; this
+The API's answers are covered, both ways in, by the table in test_server.py; this
 file covers what belongs to the socket: binding, freeing the port, keep-alive, bodies
 that cannot be read, and stopping while connections are open.
 """

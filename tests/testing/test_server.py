@@ -2,7 +2,8 @@
 
 The table of requests and documented answers runs twice: through the in-process
 transport and through raw httpx over a real loopback socket (`fake.serve()`), so the
-two ways in are proven to answer alike. The rest drives the fake with the SDK's clients.
+two ways in are proven to answer alike; so do the records of what arrived (headers with
+the key redacted, the raw body). The rest drives the fake with the SDK's clients.
 """
 
 from __future__ import annotations
