@@ -51,7 +51,8 @@ def test_client_reprs_hide_the_key(harness: Harness, api: respx.Router) -> None:
 def test_key_never_reaches_exceptions_over_mock_transport(
     harness: Harness, api: respx.Router
 ) -> None:
-    """The same over MockTransport, for timeouts and errors the loopback cannot easily play."""
+    """As in tests/wire/test_security.py, but in process over respx, for timeouts and
+    errors that a loopback server cannot easily play."""
     queue(
         api["check"],
         httpx.ReadTimeout("slow"),
