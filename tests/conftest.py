@@ -1,17 +1,27 @@
+"""Fixtures of the whole suite: a clean environment, both clients, and the two doubles.
+
+- `api`: a respx router answering like the API, for in-process tests (`tests/answers.py`).
+- `loopback`: the SDK's own `FakeAmaiServer` on a real socket, for what only a wire shows.
+- `harness`: runs one test body against the sync and the async client.
+"""
+
 from __future__ import annotations
 
 import asyncio
 import inspect
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+import respx
 
 from amaimedia import AmaiClient, AsyncAmaiClient
+from amaimedia.testing import FakeAmaiServer
 
-from .fakes import KEY, FakeAPI, LoopbackServer
+from .answers import KEY, api_router
 
 Client = AmaiClient | AsyncAmaiClient
 
@@ -49,18 +59,19 @@ class Harness:
     def client_class(self) -> type[Client]:
         return AsyncAmaiClient if self.is_async else AmaiClient
 
-    def http_client(self, api: FakeAPI | None = None, **kwargs: Any) -> Any:
-        """An httpx client of the right kind, on `api`'s MockTransport when given."""
+    def http_client(self, api: respx.Router | None = None, **kwargs: Any) -> Any:
+        """An httpx client of the right kind, answered by the `api` router when given."""
         if api is not None:
-            kwargs["transport"] = httpx.MockTransport(api.handler)
+            handler = api.async_handler if self.is_async else api.handler
+            kwargs["transport"] = httpx.MockTransport(handler)
         http = httpx.AsyncClient(**kwargs) if self.is_async else httpx.Client(**kwargs)
         self._http_clients.append(http)
         return http
 
-    def client(self, api: FakeAPI | None = None, **options: Any) -> Any:
-        """A client on `api` (a fresh `FakeAPI` if None), with the test key by default."""
+    def client(self, api: respx.Router | None = None, **options: Any) -> Any:
+        """A client on `api` (a fresh `api_router()` if None), with the test key by default."""
         if "http_client" not in options:
-            options["http_client"] = self.http_client(api if api is not None else FakeAPI())
+            options["http_client"] = self.http_client(api if api is not None else api_router())
         options.setdefault("api_key", KEY)
         client = self.client_class(**options)
         self.record_sleeps(client)
@@ -100,11 +111,27 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
 
 
 @pytest.fixture
-def api() -> FakeAPI:
-    return FakeAPI()
+def api() -> respx.Router:
+    """A respx router answering like the API; see `tests/answers.py`."""
+    return api_router()
+
+
+@dataclass(frozen=True)
+class Served:
+    """A `FakeAmaiServer` on a real loopback socket, and a key it issued.
+
+    The key's account holds 10,000 tokens, so a first `check("chat")` answers `QUOTE`.
+    Faults are queued on `fake`; what arrived is in `fake.requests`.
+    """
+
+    fake: FakeAmaiServer
+    key: str
+    base_url: str
 
 
 @pytest.fixture
-def loopback() -> Iterator[LoopbackServer]:
-    with LoopbackServer() as server:
-        yield server
+def loopback() -> Iterator[Served]:
+    fake = FakeAmaiServer()
+    key = fake.create_key(balance=10_000)
+    with fake.serve() as base_url:
+        yield Served(fake, key, base_url)

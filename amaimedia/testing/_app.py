@@ -12,7 +12,7 @@ import json
 import math
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -24,6 +24,10 @@ from ._ledger import Account, Ledger
 __all__ = ["Outcome", "RecordedRequest", "Reply", "handle", "json_reply", "new_request_id"]
 
 _ROUTES: Final[dict[str, Endpoint]] = {CHECK_PATH: "check", SPEND_PATH: "spend"}
+# Request headers that carry credentials: recorded without their value, so that the fake
+# never holds a key, as it holds only the digest of the keys it issues.
+_CREDENTIALS: Final = frozenset({"authorization", "proxy-authorization"})
+_REDACTED: Final = "[redacted]"
 _NOT_JSON: Final = object()
 _JSON: Final = "application/json"
 
@@ -32,7 +36,10 @@ _JSON: Final = "application/json"
 class RecordedRequest:
     """One request the fake received, as `FakeAmaiServer.requests` lists it.
 
-    Headers are not kept: they carry the API key.
+    The key is never kept: the value of an `authorization` header is recorded as
+    `"Bearer [redacted]"` (`"[redacted]"` if it is not a bearer credential), and so is
+    `proxy-authorization`. Two records are equal when their request and answer are:
+    `headers` and `content` are not compared.
 
     Attributes:
         method: The HTTP method, such as `"POST"`.
@@ -41,6 +48,10 @@ class RecordedRequest:
         body: The parsed JSON body, or `None` when the body was not JSON.
         status: The status answered, or `None` when the connection was cut unanswered.
         request_id: The `x-request-id` of the answer, or `None` when there was none.
+        headers: The request's headers as `(name, value)` pairs, in the order received,
+            names in lower case, credentials redacted; `dict(record.headers)` reads
+            one by name.
+        content: The body as received, byte for byte.
     """
 
     method: str
@@ -49,6 +60,8 @@ class RecordedRequest:
     body: Any
     status: int | None
     request_id: str | None
+    headers: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
+    content: bytes = field(default=b"", compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,7 @@ def handle(
     used up first: it replaces the answer, cuts the connection before or after the
     request is processed, or delays the answer.
     """
+    headers = tuple(headers)  # read twice: to authenticate, and to record
     path = urlsplit(target).path
     endpoint = _ROUTES.get(path)
     document = _decode(body)
@@ -119,9 +133,28 @@ def handle(
             body=None if document is _NOT_JSON else document,
             status=None if reply is None else reply.status,
             request_id=None if reply is None else request_id,
+            headers=_recorded(headers),
+            content=body,
         )
     )
     return Outcome(reply, delay=0.0 if fault is None else fault.delay)
+
+
+def _recorded(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """The headers as `RecordedRequest.headers` keeps them: names lower-cased, no secret."""
+    recorded = []
+    for name, value in headers:
+        lowered = name.lower()
+        recorded.append((lowered, _redact(value) if lowered in _CREDENTIALS else value))
+    return tuple(recorded)
+
+
+def _redact(credential: str) -> str:
+    # The scheme says how the key was sent, which a test may check; the rest is the secret.
+    scheme, space, _ = credential.partition(" ")
+    if space and scheme.lower() == "bearer":
+        return f"{scheme} {_REDACTED}"
+    return _REDACTED
 
 
 def _answer(

@@ -16,6 +16,19 @@ __all__ = ["ENDPOINTS", "Endpoint", "Fault", "FaultQueues", "default_error", "ma
 Endpoint: TypeAlias = Literal["check", "spend"]
 ENDPOINTS: Final[tuple[Endpoint, ...]] = ("check", "spend")
 
+# Headers a fault cannot set: the fake writes them itself (framing, its own request id), or
+# another argument of `fail_next` gives them. Each says what to do instead.
+_OWN_HEADERS: Final[Mapping[str, str]] = {
+    "content-type": "give content_type instead",
+    "retry-after": "give retry_after instead",
+    "content-length": "the fake sets it from the body",
+    "transfer-encoding": "the fake always sends a Content-Length",
+    "connection": "the fake manages its connections itself",
+    "x-request-id": "the fake gives every answer a fresh one",
+}
+# An HTTP header name: one or more token characters (RFC 9110, section 5.6.2).
+_HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
 _ERROR_STRINGS: Final[Mapping[int, str]] = {
     400: "invalid_request",
     401: "auth_required",
@@ -51,7 +64,8 @@ class Fault:
     Attributes:
         status: The status to answer with instead of processing, or `None`.
         body: The body of that answer.
-        headers: The headers of that answer (content type, `Retry-After`).
+        headers: The headers of that answer: content type, `Retry-After`, then any extra
+            ones, names in lower case.
         delay: Seconds to hold the answer (or the cut) back.
         drop: Cut the connection before processing anything.
         drop_after_commit: Process the request, then cut the connection unanswered.
@@ -71,6 +85,7 @@ def make_fault(
     body: bytes | str | Mapping[str, Any] | None,
     content_type: str | None,
     retry_after: float | str | None,
+    headers: Mapping[str, str] | None,
     delay: float,
     drop: bool,
     drop_after_commit: bool,
@@ -94,6 +109,7 @@ def make_fault(
             ("body", body),
             ("content_type", content_type),
             ("retry_after", retry_after),
+            ("headers", headers),
         )
         if value is not None
     ]
@@ -110,7 +126,7 @@ def make_fault(
     return Fault(
         status=_checked_status(status, has_body=body is not None),
         body=_body_bytes(status, body),
-        headers=_headers(content_type, retry_after),
+        headers=_headers(content_type, retry_after) + _extra_headers(headers),
         delay=float(delay),
     )
 
@@ -159,6 +175,27 @@ def _headers(
         value = str(int(retry_after)) if retry_after == int(retry_after) else repr(retry_after)
     headers.append(("retry-after", value))
     return tuple(headers)
+
+
+def _extra_headers(headers: object) -> tuple[tuple[str, str], ...]:
+    if headers is None:
+        return ()
+    if not isinstance(headers, Mapping):
+        kind = type(headers).__name__
+        raise TypeError(f"headers must be a mapping of names to values, got {kind}")
+    extra: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str):
+            raise TypeError(f"header names must be str, got {type(name).__name__}")
+        if not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a header name")
+        lowered = name.lower()
+        if lowered in _OWN_HEADERS:
+            raise ValueError(f"headers cannot set {lowered}: {_OWN_HEADERS[lowered]}")
+        if lowered in extra:
+            raise ValueError(f"headers gives {lowered} twice")
+        extra[lowered] = _header_value(f"the {lowered} header", value)
+    return tuple(extra.items())
 
 
 def _header_value(name: str, value: object) -> str:

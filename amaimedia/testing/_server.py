@@ -195,6 +195,7 @@ class FakeAmaiServer:
         body: bytes | str | Mapping[str, Any] | None = None,
         content_type: str | None = None,
         retry_after: float | str | None = None,
+        headers: Mapping[str, str] | None = None,
         delay: float = 0.0,
         drop: bool = False,
         drop_after_commit: bool = False,
@@ -208,6 +209,7 @@ class FakeAmaiServer:
         ```python
         fake.fail_next("spend", status=429, retry_after=1)
         fake.fail_next("spend", status=503, body=b"<html>", content_type="text/html")
+        fake.fail_next("check", status=302, headers={"location": "https://elsewhere.example/"})
         fake.fail_next("spend", drop_after_commit=True)  # charged, then no answer
         fake.fail_next("check", drop=True)  # no answer, nothing processed
         fake.fail_next("check", delay=2.0)  # answered normally, 2 s late
@@ -222,6 +224,11 @@ class FakeAmaiServer:
             content_type: The `Content-Type` of that answer (default `application/json`).
             retry_after: The `Retry-After` header of that answer: seconds, or a header
                 value as is (an HTTP date).
+            headers: Extra headers of that answer, such as `{"cf-ray": "8a1b-LHR"}`, a
+                `location` or a `content-encoding`, sent as given (the body is not
+                encoded for you). Not for the headers the fake writes itself:
+                `content-type` and `retry-after` (give `content_type`, `retry_after`),
+                `content-length`, `transfer-encoding`, `connection` and `x-request-id`.
             delay: Seconds to hold the answer back. The request is processed when it
                 arrives; only its answer is late. Over `serve()` this can exceed a
                 client's timeout; in process, it simply sleeps.
@@ -232,7 +239,8 @@ class FakeAmaiServer:
 
         Raises:
             ValueError: An impossible value or combination (a `status` with `drop`,
-                a `body` without a `status`, no fault at all).
+                a `body` or `headers` without a `status`, no fault at all), or a header
+                the fake writes itself.
             TypeError: An argument has the wrong type.
         """
         fault = make_fault(
@@ -240,6 +248,7 @@ class FakeAmaiServer:
             body=body,
             content_type=content_type,
             retry_after=retry_after,
+            headers=headers,
             delay=delay,
             drop=drop,
             drop_after_commit=drop_after_commit,

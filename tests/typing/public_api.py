@@ -147,5 +147,9 @@ def testing_kit_usage() -> None:
     assert_type(fake.spends, list[SpendRecord])
     assert_type(fake.requests, list[RecordedRequest])
     fake.fail_next("spend", status=429, retry_after=1)
+    fake.fail_next("check", status=302, headers={"location": "https://elsewhere.example/"})
+    for request in fake.requests:
+        assert_type(request.headers, tuple[tuple[str, str], ...])
+        assert_type(request.content, bytes)
     with fake.serve() as base_url:
         assert_type(base_url, str)

@@ -1,0 +1,1 @@
+"""The clients in process, over respx: settings, errors, retries, models, security, threads."""

@@ -1,0 +1,1 @@
+"""The docs, examples, notebook, benchmarks smoke run, packaging and import time."""

@@ -1,0 +1,1 @@
+"""The SQLite spend journal, in one process."""

@@ -1,0 +1,850 @@
+"""The opt-in spend journal, in one process: written before the spend, settled after.
+
+Most tests run a metered block against `Ledger` (`ledger.py`), a stateful stand-in for
+the API that charges each reference once, so that "charged exactly once" is counted on the
+server's side and not inferred from the client's. The journal file is read back with
+`sqlite3` on a connection of its own, as another process would see it. The journal across
+processes is in `tests/wire/test_journal_processes.py`; clients racing to open one new
+journal, in `test_opening.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import sys
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from amaimedia import AmaiError, Charge, SpendFailedError, SpendJournalError
+from amaimedia._journal._sqlite import SQLiteSpendJournal as SpendJournal
+from tests.answers import KEY, api_router, error
+from tests.conftest import Harness
+from tests.journal.ledger import (
+    Ledger,
+    SpendReply,
+    entry_id,
+    journal_client,
+    leave_pending,
+    pending_references,
+    rows,
+    run_block,
+)
+
+OTHER_KEY = "amai_live_other_9876543210fedcbaQRST"
+
+# -- before the spend, and after ---------------------------------------------------------
+
+
+def test_entry_is_committed_and_claimed_before_the_spend_is_sent(
+    harness: Harness, tmp_path: Path
+) -> None:
+    path = tmp_path / "spends.sqlite3"
+    ledger = Ledger()
+    seen: list[tuple[list[dict[str, Any]], bool]] = []
+
+    def observe(reference: str) -> None:
+        # Another journal object on the same file, as a second client would open it.
+        other = SpendJournal(path)
+        seen.append((rows(path), other.claim(entry_id(path, reference))))
+
+    ledger.on_spend = observe
+    client = journal_client(harness, ledger, path)
+
+    meter = run_block(harness, client, "job-1", units=2.5)
+
+    [(at_spend, claimable)] = seen
+    assert [(r["reference"], r["tool"], r["state"]) for r in at_spend] == [
+        ("job-1", "dub", "pending")
+    ]
+    assert json.loads(at_spend[0]["units"]) == 2.5
+    assert at_spend[0]["charged"] is None
+    assert claimable is False  # the block holds the entry while its spend is in flight
+    assert meter.charge is not None
+    assert harness.run(client.pending_spends()) == []
+    [done] = rows(path)
+    assert (done["state"], done["charged"], done["attempts"]) == ("done", 5, 0)
+    assert done["done_at"] is not None
+    assert ledger.charged == {"job-1": 5}
+    assert SpendJournal(path).claim(done["id"])  # released once settled
+    SpendJournal(path).release(done["id"])
+
+
+def test_the_journal_is_opt_in(harness: Harness) -> None:
+    client = harness.client(api_router())
+
+    assert client.spend_journal is None
+    for call in (client.pending_spends, client.replay_pending):
+        with pytest.raises(AmaiError, match="keeps no spend journal"):
+            harness.run(call())
+
+
+def test_spend_journal_property_is_the_resolved_path(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    client = harness.client(api_router(), spend_journal="~/state/app/spends.sqlite3")
+
+    assert client.spend_journal == str(tmp_path.resolve() / "state/app/spends.sqlite3")
+    assert (tmp_path / "state/app/spends.sqlite3").is_file()
+    assert repr(SpendJournal(client.spend_journal)) == f"SpendJournal({client.spend_journal!r})"
+
+
+# -- a spend that fails stays pending ----------------------------------------------------
+
+FAILURES = [
+    pytest.param(
+        lambda: error(402, "insufficient_credits", cost_tokens=15, balance=3),
+        "insufficient_credits",
+        "insufficient_credits",
+        id="402",
+    ),
+    pytest.param(lambda: error(503, "server_error"), "server_error", "503", id="503"),
+    pytest.param(lambda: httpx.ConnectError("connection refused"), None, "refused", id="connect"),
+]
+
+
+@pytest.mark.parametrize(("reply", "code", "message"), FAILURES)
+def test_a_failed_spend_stays_pending_and_replays_once(
+    harness: Harness,
+    tmp_path: Path,
+    reply: Callable[[], SpendReply],
+    code: str | None,
+    message: str,
+) -> None:
+    ledger = Ledger()
+    ledger.replies.append(reply())
+    client = journal_client(harness, ledger, tmp_path / "spends.sqlite3", max_retries=0)
+
+    with pytest.raises(SpendFailedError) as caught:
+        run_block(harness, client, "job-1")
+
+    assert caught.value.journaled is True
+    assert "stays pending in the spend journal" in str(caught.value)
+    assert (caught.value.tool, caught.value.units, caught.value.reference) == ("dub", 3, "job-1")
+    [spend] = harness.run(client.pending_spends())
+    assert (spend.tool, spend.units, spend.reference) == ("dub", 3, "job-1")
+    assert spend.attempts == 1
+    assert spend.error_code == code
+    assert spend.last_error is not None
+    assert message in spend.last_error
+    assert spend.created_at.tzinfo is not None
+    assert ledger.charged == {}
+
+    charges = harness.run(client.replay_pending())
+
+    assert [(c.reference, c.charged) for c in charges] == [("job-1", 5)]
+    assert harness.run(client.pending_spends()) == []
+    assert ledger.sent == ["job-1", "job-1"]
+    assert ledger.charged == {"job-1": 5}
+    assert harness.run(client.replay_pending()) == []  # nothing left: nothing sent
+    assert ledger.sent == ["job-1", "job-1"]
+
+
+def test_retries_exhausted_leave_the_entry_pending(harness: Harness, tmp_path: Path) -> None:
+    ledger = Ledger()
+    ledger.down = True
+    client = journal_client(harness, ledger, tmp_path / "spends.sqlite3", max_retries=2)
+
+    with pytest.raises(SpendFailedError) as caught:
+        run_block(harness, client, "job-1")
+
+    assert caught.value.journaled is True
+    assert ledger.sent == ["job-1"] * 3
+    [spend] = harness.run(client.pending_spends())
+    assert spend.attempts == 1  # one failed block, however many requests it took
+    ledger.down = False
+    assert [c.reference for c in harness.run(client.replay_pending())] == ["job-1"]
+    assert ledger.charged == {"job-1": 5}
+
+
+def test_a_rerun_block_with_the_same_reference_makes_its_entry_pending_again(
+    harness: Harness, tmp_path: Path
+) -> None:
+    path = tmp_path / "spends.sqlite3"
+    ledger = Ledger()
+    client = journal_client(harness, ledger, path)
+    run_block(harness, client, "job-1", units=2)
+
+    ledger.down = True
+    with pytest.raises(SpendFailedError):
+        run_block(harness, client, "job-1", units=4)
+    ledger.down = False
+
+    [spend] = harness.run(client.pending_spends())
+    assert (spend.reference, spend.units) == ("job-1", 4)
+    assert len(rows(path)) == 1
+    harness.run(client.replay_pending())
+    assert ledger.charged == {"job-1": 5}  # the server charged the reference once
+
+
+# -- rejections a retry cannot fix -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "code"), [(401, "auth_required"), (403, "forbidden")])
+def test_a_rejected_replay_stays_with_its_error_and_the_others_go_on(
+    harness: Harness,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    code: str,
+) -> None:
+    ledger = Ledger()
+    client = journal_client(harness, ledger, tmp_path / "spends.sqlite3", max_retries=0)
+    leave_pending(harness, client, ledger, "job-1", "job-2", "job-3")
+    ledger.refuse["job-2"] = (status, code)
+    caplog.set_level(logging.WARNING, logger="amaimedia")
+
+    charges = harness.run(client.replay_pending())
+
+    assert [c.reference for c in charges] == ["job-1", "job-3"]
+    [stuck] = harness.run(client.pending_spends())
+    assert (stuck.reference, stuck.error_code, stuck.attempts) == ("job-2", code, 2)
+    assert stuck.last_error is not None
+    assert str(status) in stuck.last_error
+    [record] = [r for r in caplog.records if "job-2" in r.getMessage()]
+    assert (record.name, record.levelno) == ("amaimedia", logging.WARNING)
+    assert "stays in the journal" in record.getMessage()
+    assert KEY not in caplog.text
+
+    caplog.clear()
+    assert harness.run(client.replay_pending()) == []
+    [stuck] = harness.run(client.pending_spends())
+    assert stuck.attempts == 3
+    assert len([r for r in caplog.records if "job-2" in r.getMessage()]) == 1
+    assert sorted(ledger.charged) == ["job-1", "job-3"]
+    assert ledger.sent.count("job-1") == ledger.sent.count("job-3") == 2
+
+
+def test_a_402_on_replay_keeps_the_entry_until_the_balance_is_topped_up(
+    harness: Harness, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = Ledger()
+    client = journal_client(harness, ledger, tmp_path / "spends.sqlite3", max_retries=0)
+    leave_pending(harness, client, ledger, "job-1")
+    ledger.refuse["job-1"] = (402, "insufficient_credits")
+    caplog.set_level(logging.WARNING, logger="amaimedia")
+
+    assert harness.run(client.replay_pending()) == []
+    [spend] = harness.run(client.pending_spends())
+    assert spend.error_code == "insufficient_credits"
+    assert "job-1" in caplog.text
+
+    del ledger.refuse["job-1"]
+    assert [c.reference for c in harness.run(client.replay_pending())] == ["job-1"]
+    assert ledger.charged == {"job-1": 5}
+
+
+# -- replay is explicit, and scoped ------------------------------------------------------
+
+
+def test_opening_a_journal_never_replays_it(harness: Harness, tmp_path: Path) -> None:
+    path = tmp_path / "spends.sqlite3"
+    first = Ledger()
+    client = journal_client(harness, first, path, max_retries=0)
+    leave_pending(harness, client, first, "job-1", "job-2")
+
+    later = Ledger()
+    fresh = journal_client(harness, later, path)
+    assert later.requests == []
+    assert pending_references(harness, fresh) == ["job-1", "job-2"]
+    assert later.requests == []  # listing sends nothing either
+
+    charges = harness.run(fresh.replay_pending())
+
+    assert [c.reference for c in charges] == ["job-1", "job-2"]
+    assert later.sent == ["job-1", "job-2"]
+    assert pending_references(harness, client) == []
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        pytest.param({"api_key": OTHER_KEY}, id="api_key"),
+        pytest.param({"base_url": "https://staging.amaimedia.test"}, id="base_url"),
+    ],
+)
+def test_entries_belong_to_their_key_and_base_url(
+    harness: Harness, tmp_path: Path, other: dict[str, str]
+) -> None:
+    path = tmp_path / "spends.sqlite3"
+    ledger = Ledger()
+    client = journal_client(harness, ledger, path, max_retries=0)
+    leave_pending(harness, client, ledger, "job-1")
+
+    stranger_ledger = Ledger()
+    stranger = journal_client(harness, stranger_ledger, path, **other)
+
+    assert harness.run(stranger.pending_spends()) == []
+    assert harness.run(stranger.replay_pending()) == []
+    assert stranger_ledger.requests == []
+    assert pending_references(harness, client) == ["job-1"]
+    assert [c.reference for c in harness.run(client.replay_pending())] == ["job-1"]
+
+
+def test_the_journal_stores_no_api_key(harness: Harness, tmp_path: Path) -> None:
+    path = tmp_path / "spends.sqlite3"
+    ledger = Ledger()
+    client = journal_client(harness, ledger, path, max_retries=0)
+    leave_pending(harness, client, ledger, "job-1")
+    run_block(harness, client, "job-2")
+
+    contents = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert KEY.encode() not in contents
+    assert KEY.removeprefix("amai_live_").encode() not in contents
+
+
+# -- a journal that cannot be used is an error at construction ---------------------------
+
+
+def damage(path: Path) -> None:
+    """Zero the root page of the journal's index: a damaged, but readable, file."""
+    SpendJournal(path).add("scope", "dub", 3, "job-1")
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (page_size,) = db.execute("PRAGMA page_size").fetchone()
+        (root,) = db.execute(
+            "SELECT rootpage FROM sqlite_master WHERE type = 'index' AND tbl_name = 'spends'"
+        ).fetchone()
+    with path.open("r+b") as file:
+        file.seek((root - 1) * page_size)
+        file.write(bytes(page_size))
+
+
+def not_ours(path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        db.commit()
+
+
+@pytest.mark.parametrize(
+    ("prepare", "message"),
+    [
+        pytest.param(
+            lambda path: path.write_bytes(b"this is no database\n" * 64),
+            "not a database",
+            id="garbage",
+        ),
+        pytest.param(not_ours, "not a spend journal", id="another-app"),
+        pytest.param(damage, "damaged", id="damaged"),
+        pytest.param(lambda path: path.mkdir(), "unable to open", id="directory"),
+    ],
+)
+def test_an_unusable_file_is_refused_at_construction(
+    harness: Harness, tmp_path: Path, prepare: Callable[[Path], object], message: str
+) -> None:
+    path = tmp_path / "spends.sqlite3"
+    prepare(path)
+    api = api_router()
+
+    with pytest.raises(SpendJournalError, match=message) as caught:
+        harness.client(api, spend_journal=path)
+
+    assert str(path.resolve()) in str(caught.value)
+    assert api.calls.call_count == 0
+
+
+def test_a_journal_of_another_app_is_left_untouched(harness: Harness, tmp_path: Path) -> None:
+    path = tmp_path / "app.sqlite3"
+    not_ours(path)
+    before = path.read_bytes()
+
+    with pytest.raises(SpendJournalError):
+        harness.client(api_router(), spend_journal=path)
+
+    assert path.read_bytes() == before
+
+
+def test_a_path_under_a_regular_file_is_refused(harness: Harness, tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("a file, not a directory")
+    path = tmp_path / "state" / "spends.sqlite3"
+
+    with pytest.raises(SpendJournalError) as caught:
+        harness.client(api_router(), spend_journal=path)
+
+    assert str(path) in str(caught.value)
+
+
+@pytest.mark.skipif(
+    sys.platform == "win32" or os.geteuid() == 0,
+    reason="root (and Windows) ignore the permission bits this test relies on",
+)
+def test_a_read_only_journal_is_refused(harness: Harness, tmp_path: Path) -> None:
+    path = tmp_path / "spends.sqlite3"
+    SpendJournal(path)
+    path.chmod(0o444)
+
+    with pytest.raises(SpendJournalError, match=str(path)):
+        harness.client(api_router(), spend_journal=path)
+
+
+@pytest.mark.parametrize("value", [123, b"spends.sqlite3", True])
+def test_a_journal_that_is_not_a_path_is_a_type_error(harness: Harness, value: object) -> None:
+    with pytest.raises(TypeError, match="spend_journal must be a path"):
+        harness.client(api_router(), spend_journal=value)
+
+
+# -- the journal failing at run time never stops a spend ---------------------------------
+
+
+def broken(*args: object) -> None:
+    raise SpendJournalError("cannot write the spend journal: disk I/O error")
+
+
+def test_a_journal_that_cannot_be_written_still_sends_the_spend(
+    harness: Harness,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "spends.sqlite3"
+    ledger = Ledger()
+    client = journal_client(harness, ledger, path, max_retries=0)
+    monkeypatch.setattr(SpendJournal, "add", broken)
+    caplog.set_level(logging.WARNING, logger="amaimedia")
+
+    meter = run_block(harness, client, "job-1")
+
+    assert meter.charge is not None
+    assert meter.state == "charged"
+    assert ledger.charged == {"job-1": 5}
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "job-1" in record.getMessage()
+    assert "without a journal entry" in record.getMessage()
+    assert rows(path) == []
+
+    ledger.down = True
+    with pytest.raises(SpendFailedError) as caught:
+        run_block(harness, client, "job-2")
+    assert caught.value.journaled is False
+    assert "stays pending" not in str(caught.value)
+    assert caught.value.reference == "job-2"
+
+
+def test_a_spend_that_cannot_be_marked_done_is_still_charged(
+    harness: Harness,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "spends.sqlite3"
+    ledger = Ledger()
+    client = journal_client(harness, ledger, path)
+    caplog.set_level(logging.WARNING, logger="amaimedia")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(SpendJournal, "mark_done", broken)
+        meter = run_block(harness, client, "job-1")
+
+    assert meter.state == "charged"
+    assert meter.charge is not None
+    assert "job-1" in caplog.text
+    assert "charged but stays pending" in caplog.text
+    assert pending_references(harness, client) == ["job-1"]
+    # The entry was released: a replay settles it, and the server charges nothing new.
+    assert [c.reference for c in harness.run(client.replay_pending())] == ["job-1"]
+    assert pending_references(harness, client) == []
+    assert ledger.charged == {"job-1": 5}
+
+
+def test_a_failure_that_cannot_be_recorded_leaves_the_entry_pending(
+    harness: Harness,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "spends.sqlite3"
+    ledger = Ledger()
+    ledger.down = True
+    client = journal_client(harness, ledger, path, max_retries=0)
+    caplog.set_level(logging.WARNING, logger="amaimedia")
+    monkeypatch.setattr(SpendJournal, "mark_failed", broken)
+
+    with pytest.raises(SpendFailedError) as caught:
+        run_block(harness, client, "job-1")
+
+    assert caught.value.journaled is True
+    assert "could not record the failure" in caplog.text
+    [spend] = harness.run(client.pending_spends())
+    assert (spend.reference, spend.attempts, spend.last_error) == ("job-1", 0, None)
+    ledger.down = False
+    assert [c.reference for c in harness.run(client.replay_pending())] == ["job-1"]
+
+
+def lose_the_table(path: Path) -> None:
+    """Break the journal under a client's feet: every write to it fails from now on."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("DROP TABLE spends")
+
+
+def test_a_journal_broken_after_construction_still_lets_the_spend_through(
+    harness: Harness, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "spends.sqlite3"
+    ledger = Ledger()
+    client = journal_client(harness, ledger, path)
+    caplog.set_level(logging.WARNING, logger="amaimedia")
+    lose_the_table(path)
+
+    meter = run_block(harness, client, "job-1")
+
+    assert meter.charge is not None
+    assert ledger.charged == {"job-1": 5}
+    [record] = caplog.records
+    assert "job-1 is sent without a journal entry" in record.getMessage()
+    assert "cannot write the spend journal" in record.getMessage()
+
+
+@pytest.mark.parametrize("spend_fails", [False, True], ids=["charged", "spend-failed"])
+def test_a_journal_broken_during_the_spend_is_logged_not_raised(
+    harness: Harness, tmp_path: Path, caplog: pytest.LogCaptureFixture, spend_fails: bool
+) -> None:
+    path = tmp_path / "spends.sqlite3"
+    ledger = Ledger()
+    ledger.down = spend_fails
+    ledger.on_spend = lambda reference: lose_the_table(path)
+    client = journal_client(harness, ledger, path, max_retries=0)
+    caplog.set_level(logging.WARNING, logger="amaimedia")
+
+    if spend_fails:
+        with pytest.raises(SpendFailedError) as caught:
+            run_block(harness, client, "job-1")
+        assert caught.value.journaled is True
+        assert "could not record the failure" in caplog.text
+    else:
+        meter = run_block(harness, client, "job-1")
+        assert meter.charge is not None
+        assert "job-1 was charged but stays pending" in caplog.text
+    assert len(caplog.records) == 1
+
+
+def test_a_journal_that_cannot_be_read_is_an_error(harness: Harness, tmp_path: Path) -> None:
+    path = tmp_path / "spends.sqlite3"
+    client = journal_client(harness, Ledger(), path)
+    lose_the_table(path)
+
+    for call in (client.pending_spends, client.replay_pending):
+        with pytest.raises(SpendJournalError, match="cannot read the spend journal"):
+            harness.run(call())
+
+
+# -- interrupted mid-spend ---------------------------------------------------------------
+
+
+def test_an_interrupt_during_the_spend_leaves_the_entry_pending_and_unclaimed(
+    harness: Harness, tmp_path: Path
+) -> None:
+    path = tmp_path / "spends.sqlite3"
+    ledger = Ledger()
+    ledger.replies.append(KeyboardInterrupt())
+    client = journal_client(harness, ledger, path)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_block(harness, client, "job-1")
+
+    [spend] = harness.run(client.pending_spends())
+    assert (spend.reference, spend.attempts, spend.last_error) == ("job-1", 0, None)
+    other = SpendJournal(path)
+    assert other.claim(entry_id(path, "job-1"))
+    other.release(entry_id(path, "job-1"))
+
+    assert [c.reference for c in harness.run(client.replay_pending())] == ["job-1"]
+    assert ledger.sent == ["job-1", "job-1"]
+    assert ledger.charged == {"job-1": 5}
+
+
+def test_an_interrupt_during_a_spend_that_was_not_journaled_propagates(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "spends.sqlite3"
+    ledger = Ledger()
+    ledger.replies.append(KeyboardInterrupt())
+    client = journal_client(harness, ledger, path)
+    monkeypatch.setattr(SpendJournal, "add", broken)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_block(harness, client, "job-1")
+
+    assert rows(path) == []
+    assert ledger.sent == ["job-1"]
+
+
+def test_an_interrupt_during_a_replay_releases_the_entry(harness: Harness, tmp_path: Path) -> None:
+    path = tmp_path / "spends.sqlite3"
+    ledger = Ledger()
+    client = journal_client(harness, ledger, path, max_retries=0)
+    leave_pending(harness, client, ledger, "job-1", "job-2")
+    ledger.replies.append(KeyboardInterrupt())
+
+    with pytest.raises(KeyboardInterrupt):
+        harness.run(client.replay_pending())
+
+    assert pending_references(harness, client) == ["job-1", "job-2"]
+    assert [c.reference for c in harness.run(client.replay_pending())] == ["job-1", "job-2"]
+
+
+def test_a_block_that_fails_or_is_cancelled_writes_nothing(
+    harness: Harness, tmp_path: Path
+) -> None:
+    path = tmp_path / "spends.sqlite3"
+    ledger = Ledger()
+    client = journal_client(harness, ledger, path)
+
+    if harness.is_async:
+
+        async def blocks() -> None:
+            with pytest.raises(ValueError, match="work failed"):
+                async with client.metered("dub", 3, reference="job-1"):
+                    raise ValueError("work failed")
+            async with client.metered("dub", 3, reference="job-2") as meter:
+                meter.cancel()
+
+        harness.run(blocks())
+    else:
+        with pytest.raises(ValueError, match="work failed"), client.metered("dub", 3):
+            raise ValueError("work failed")
+        with client.metered("dub", 3, reference="job-2") as meter:
+            meter.cancel()
+
+    assert rows(path) == []
+    assert ledger.sent == []
+
+
+# -- the file ----------------------------------------------------------------------------
+
+
+def test_the_journal_is_in_wal_mode(harness: Harness, tmp_path: Path) -> None:
+    path = tmp_path / "spends.sqlite3"
+    harness.client(api_router(), spend_journal=path)
+
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert db.execute("PRAGMA user_version").fetchone() == (1,)
+
+
+def test_done_entries_are_pruned_after_seven_days_when_a_journal_opens(tmp_path: Path) -> None:
+    path = tmp_path / "spends.sqlite3"
+    SpendJournal(path)
+    now = datetime.now(timezone.utc)
+    old, recent = (now - timedelta(days=8)).isoformat(), (now - timedelta(days=6)).isoformat()
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.executemany(
+            "INSERT INTO spends (scope, tool, units, reference, created_at, state, done_at) "
+            "VALUES ('s', 'dub', '3', ?, ?, ?, ?)",
+            [
+                ("old-done", old, "done", old),
+                ("recent-done", recent, "done", recent),
+                ("old-pending", old, "pending", None),
+            ],
+        )
+
+    SpendJournal(path)
+
+    assert [row["reference"] for row in rows(path)] == ["recent-done", "old-pending"]
+
+
+# -- claims ------------------------------------------------------------------------------
+
+
+def test_journal_objects_on_one_file_share_their_claims(tmp_path: Path) -> None:
+    path = tmp_path / "spends.sqlite3"
+    first, second = SpendJournal(path), SpendJournal(tmp_path / "." / "spends.sqlite3")
+
+    assert first.claim(7)
+    assert not second.claim(7)
+    assert not first.claim(7)
+    assert second.claim(8)  # another entry is free
+    first.release(7)
+    assert second.claim(7)
+    second.release(7)
+    second.release(8)
+    second.release(8)  # releasing what is not held does nothing
+    assert first.claim(8)
+    first.release(8)
+
+
+def test_claim_pending_refuses_settled_and_unknown_entries(tmp_path: Path) -> None:
+    journal = SpendJournal(tmp_path / "spends.sqlite3")
+    entry = journal.add("scope", "dub", 3, "job-1")
+
+    assert journal.claim_pending(entry)
+    assert not journal.claim_pending(entry)
+    journal.mark_done(entry, 5)
+    journal.release(entry)
+    assert not journal.claim_pending(entry)
+    assert not journal.claim_pending(entry + 100)
+    assert journal.claim(entry)  # the refusals released what they took
+    journal.release(entry)
+    assert journal.pending("scope") == []
+
+
+def test_a_block_whose_entry_is_being_replayed_elsewhere_still_spends(
+    harness: Harness, tmp_path: Path
+) -> None:
+    path = tmp_path / "spends.sqlite3"
+    ledger = Ledger()
+    client = journal_client(harness, ledger, path, max_retries=0)
+    leave_pending(harness, client, ledger, "job-1")
+    replayer = SpendJournal(path)
+    assert replayer.claim(entry_id(path, "job-1"))
+
+    meter = run_block(harness, client, "job-1")
+
+    # The block sent its spend anyway; settling the entry is left to whoever holds it.
+    assert meter.charge is not None
+    assert ledger.charged == {"job-1": 5}
+    assert pending_references(harness, client) == ["job-1"]
+    replayer.release(entry_id(path, "job-1"))
+    assert [c.reference for c in harness.run(client.replay_pending())] == ["job-1"]
+    assert ledger.charged == {"job-1": 5}
+
+
+def test_concurrent_replays_send_each_entry_once(harness: Harness, tmp_path: Path) -> None:
+    path = tmp_path / "spends.sqlite3"
+    ledger = Ledger()
+    references = [f"job-{n}" for n in range(8)]
+    first = journal_client(harness, ledger, path, max_retries=0)
+    leave_pending(harness, first, ledger, *references)
+    second = journal_client(harness, ledger, path)
+    ledger.sent.clear()
+    ledger.delay = 0.01
+
+    if harness.is_async:
+
+        async def both() -> list[list[Charge]]:
+            return list(await asyncio.gather(first.replay_pending(), second.replay_pending()))
+
+        results = harness.run(both())
+    else:
+        start = threading.Barrier(2)
+        results = [[], []]
+
+        def replay(index: int, client: Any) -> None:
+            start.wait()
+            results[index] = client.replay_pending()
+
+        threads = [
+            threading.Thread(target=replay, args=pair) for pair in enumerate((first, second))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    charged = [c.reference for result in results for c in result]
+    assert sorted(charged) == references
+    assert sorted(ledger.sent) == references  # each sent exactly once
+    assert pending_references(harness, first) == []
+
+
+# -- edge cases found in review ----------------------------------------------------------
+
+
+def test_a_trailing_slash_on_the_base_url_is_the_same_api(
+    harness: Harness, tmp_path: Path
+) -> None:
+    path = tmp_path / "spends.sqlite3"
+    ledger = Ledger()
+    client = journal_client(harness, ledger, path, max_retries=0)
+    leave_pending(harness, client, ledger, "job-1")
+
+    slashed = journal_client(harness, ledger, path, base_url="https://api.amaimedia.com/")
+
+    assert pending_references(harness, slashed) == ["job-1"]
+
+
+def test_a_failed_read_while_claiming_releases_the_claim(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "spends.sqlite3"
+    ledger = Ledger()
+    client = journal_client(harness, ledger, path, max_retries=0)
+    leave_pending(harness, client, ledger, "job-1")
+    real_connect = SpendJournal._connect
+    calls = {"n": 0}
+
+    def locked_on_second_read(self: SpendJournal) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the first lists the entries, the second checks one
+            raise sqlite3.OperationalError("database is locked")
+        return real_connect(self)
+
+    monkeypatch.setattr(SpendJournal, "_connect", locked_on_second_read)
+    with pytest.raises(SpendJournalError, match="database is locked"):
+        harness.run(client.replay_pending())
+    monkeypatch.setattr(SpendJournal, "_connect", real_connect)
+
+    assert SpendJournal(path).claim(entry_id(path, "job-1"))  # nobody holds it any more
+    SpendJournal(path).release(entry_id(path, "job-1"))
+    assert [c.reference for c in harness.run(client.replay_pending())] == ["job-1"]
+
+
+def test_an_entry_held_elsewhere_is_still_reported_as_journaled(
+    harness: Harness, tmp_path: Path
+) -> None:
+    path = tmp_path / "spends.sqlite3"
+    ledger = Ledger()
+    client = journal_client(harness, ledger, path, max_retries=0)
+    leave_pending(harness, client, ledger, "job-1")
+    replayer = SpendJournal(path)
+    assert replayer.claim(entry_id(path, "job-1"))
+
+    ledger.down = True
+    with pytest.raises(SpendFailedError) as caught:
+        run_block(harness, client, "job-1")
+
+    assert caught.value.journaled is True
+    assert "stays pending in the spend journal" in str(caught.value)
+    replayer.release(entry_id(path, "job-1"))
+
+
+def test_a_reused_reference_starts_a_fresh_history(harness: Harness, tmp_path: Path) -> None:
+    path = tmp_path / "spends.sqlite3"
+    ledger = Ledger()
+    client = journal_client(harness, ledger, path, max_retries=0)
+    leave_pending(harness, client, ledger, "job-1")
+    harness.run(client.replay_pending())
+    assert rows(path)[0]["state"] == "done"
+
+    ledger.refuse["job-1"] = (403, "forbidden")
+    with pytest.raises(SpendFailedError):
+        run_block(harness, client, "job-1")
+
+    [spend] = harness.run(client.pending_spends())
+    assert (spend.attempts, spend.error_code) == (1, "forbidden")
+    assert rows(path)[0]["charged"] is None
+
+
+def test_a_journal_that_refuses_wal_mode_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_connect = sqlite3.connect
+
+    class NoWal:
+        """A connection whose file system cannot do WAL, as on some network shares."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._db = real_connect(*args, **kwargs)
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            if sql == "PRAGMA journal_mode=WAL":
+                return self._db.execute("PRAGMA journal_mode")
+            return self._db.execute(sql, *args)
+
+        def close(self) -> None:
+            self._db.close()
+
+    monkeypatch.setattr(sqlite3, "connect", NoWal)
+    with pytest.raises(SpendJournalError, match="cannot be put in WAL mode"):
+        SpendJournal(tmp_path / "spends.sqlite3")

@@ -1,0 +1,1 @@
+"""Metered blocks and the decorator, in process, over respx."""

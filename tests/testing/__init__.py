@@ -1,0 +1,1 @@
+"""`amaimedia.testing`: the offline server, its faults, loopback serving, the pytest plugin."""

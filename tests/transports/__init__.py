@@ -1,0 +1,1 @@
+"""The async transports: aiohttp's, and the SDK's bounded pool (`_slots`)."""

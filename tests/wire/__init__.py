@@ -1,0 +1,1 @@
+"""What needs a real socket or real processes: loopback, SIGKILL, interpreter exit."""
