@@ -186,7 +186,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             ) as answer:
                 body = await answer.read()
         except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-            failure = httpx_error(exc, request)
+            failure = httpx_error(exc, request, proxy)
         if failure is not None:
             # Raised outside the except clause, so that aiohttp's exception is not chained:
             # the locals of its frames hold the request headers, the API key among them.
@@ -216,17 +216,24 @@ def _headers(request: httpx.Request) -> list[tuple[str, str]]:
     ]
 
 
-def httpx_error(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
+def httpx_error(
+    exc: BaseException, request: httpx.Request, proxy: httpx.URL | None = None
+) -> httpx.TransportError:
     """The exception httpx's own transport raises for what aiohttp raised as `exc`.
 
     A failure of the certificate check or of the name lookup keeps the operating system's
     error as its `__cause__`, as httpx's own transport does, so that the SDK can tell
     that no retry will fix it. The cause is a copy without its traceback: the frames it
-    was raised through hold the request's headers.
+    was raised through hold the request's headers. The message never holds the proxy's
+    credentials, which aiohttp puts in some of its own (the proxy's URL, whole).
     """
     import aiohttp
 
-    message = str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return httpx.ProxyError(
+            f"the proxy refused the tunnel: {exc.status} {exc.message}", request=request
+        )
+    message = _without_credentials(str(exc) or type(exc).__name__, proxy)
     # Timeouts first: aiohttp's timeout exceptions are connection errors as well.
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return httpx.ConnectTimeout(message, request=request)
@@ -236,8 +243,6 @@ def httpx_error(exc: BaseException, request: httpx.Request) -> httpx.TransportEr
         return _with_cause(httpx.ConnectError(message, request=request), exc.certificate_error)
     if isinstance(exc, aiohttp.ClientConnectorError):
         return _with_cause(httpx.ConnectError(message, request=request), exc.os_error)
-    if isinstance(exc, aiohttp.ClientHttpProxyError):
-        return httpx.ProxyError(message, request=request)
     if isinstance(
         exc,
         aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | aiohttp.ClientResponseError,
@@ -248,6 +253,14 @@ def httpx_error(exc: BaseException, request: httpx.Request) -> httpx.TransportEr
     if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
         return httpx.UnsupportedProtocol(message, request=request)
     return httpx.TransportError(message, request=request)
+
+
+def _without_credentials(message: str, proxy: httpx.URL | None) -> str:
+    if proxy is not None:
+        for secret in (proxy.userinfo.decode("latin-1"), proxy.password, proxy.username):
+            if secret:
+                message = message.replace(secret, "[proxy credentials]")
+    return message
 
 
 def _with_cause(error: httpx.TransportError, cause: BaseException) -> httpx.TransportError:

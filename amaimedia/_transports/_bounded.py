@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 
-from ._settings import TransportSettings
+from ._settings import TransportSettings, httpx_proxy
 
 __all__ = ["BoundedHTTPTransport", "ConnectionSlots"]
 
@@ -78,7 +78,7 @@ class BoundedHTTPTransport(httpx.AsyncBaseTransport):
             verify=ssl_context,
             trust_env=False,
             limits=settings.limits(),
-            proxy=None if proxy is None else httpx.Proxy(proxy, ssl_context=ssl_context),
+            proxy=httpx_proxy(proxy, ssl_context),
         )
         self._slots = ConnectionSlots(settings.max_connections)
 

@@ -31,6 +31,11 @@ __all__ = ["ProxyRoutes", "proxy_url"]
 
 _PROXY_SCHEMES: Final = ("http", "https", "socks5", "socks5h")
 _VARIABLES: Final = {"http": "HTTP_PROXY", "https": "HTTPS_PROXY", "all": "ALL_PROXY"}
+# A host name as httpx leaves it after IDNA: dot-separated labels of letters, digits and
+# hyphens (or underscores, which some internal names have).
+_HOST_NAME: Final = re.compile(
+    r"^(?!-)[a-z0-9_-]{1,63}(?<!-)(\.(?!-)[a-z0-9_-]{1,63}(?<!-))*\.?$", re.I
+)
 
 
 @dataclass(frozen=True)
@@ -74,27 +79,55 @@ def _rule(pattern: str, proxy: httpx.URL | None) -> _Rule:
 def proxy_url(value: str | httpx.URL, source: str) -> httpx.URL:
     """A proxy URL, checked; `source` names where it came from in the error.
 
-    The value is never quoted in an error: it may carry the proxy's password.
+    Neither the value nor a parser's account of it is ever quoted in an error: it may
+    carry the proxy's password, and a password with an unescaped `/` or `@` would come
+    out, in part, as the "port" or "host" a parser complains about.
 
     Raises:
-        ValueError: It is not an absolute URL with a host, or its scheme is not one a
-            proxy can have.
+        ValueError: It is not an absolute URL with a valid host, or its scheme is not one
+            a proxy can have.
     """
     text = str(value)
     if "://" not in text:
         text = "http://" + text
+    unusable = f"{source} is not a usable proxy URL"
+    url = _parse(text)
+    if url is None:
+        raise ValueError(
+            f"{unusable}: it does not parse (a password's special characters, such as "
+            "'/', '@' or '#', must be percent-encoded)"
+        )
+    scheme, host = url
+    if scheme not in _PROXY_SCHEMES:
+        raise ValueError(
+            f"{unusable}: its scheme {scheme!r} is not one of {', '.join(_PROXY_SCHEMES)}"
+        )
+    if not host:
+        raise ValueError(f"{unusable}: it names no host")
+    if not _valid_host(host):
+        raise ValueError(f"{unusable}: its host is not a valid host name or IP address")
+    return httpx.URL(text)
+
+
+def _parse(text: str) -> tuple[str, str] | None:
+    """The scheme and host of a URL, or `None` if it does not parse.
+
+    `None` rather than the parser's exception: the caller's error must not chain one
+    whose message may quote part of a password.
+    """
     try:
         url = httpx.URL(text)
-    except httpx.InvalidURL as exc:
-        raise ValueError(f"{source} is not a valid proxy URL ({exc})") from None
-    if url.scheme not in _PROXY_SCHEMES:
-        raise ValueError(
-            f"{source} is not a usable proxy URL: its scheme {url.scheme!r} is not one of "
-            f"{', '.join(_PROXY_SCHEMES)}"
-        )
-    if not url.host:
-        raise ValueError(f"{source} is not a usable proxy URL: it names no host")
-    return url
+        return url.scheme, url.host  # the host is decoded (IDNA) only when read
+    except (httpx.InvalidURL, UnicodeError, ValueError):
+        return None
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return _HOST_NAME.match(host) is not None
+    return True
 
 
 @dataclass(frozen=True)

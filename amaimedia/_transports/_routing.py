@@ -24,7 +24,7 @@ import httpx
 from ._bounded import BoundedHTTPTransport
 from ._fork import abandon, generation
 from ._loops import PerLoop
-from ._settings import TransportSettings
+from ._settings import TransportSettings, httpx_proxy
 from ._tls import VerifyTypes
 
 __all__ = ["AsyncRoutingTransport", "RoutingTransport", "check_socks"]
@@ -109,7 +109,7 @@ class RoutingTransport(httpx.BaseTransport):
                     verify=context,
                     trust_env=False,
                     limits=self._settings.limits(),
-                    proxy=None if proxy is None else httpx.Proxy(proxy, ssl_context=context),
+                    proxy=httpx_proxy(proxy, context),
                 )
             return found
 

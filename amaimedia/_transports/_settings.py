@@ -17,7 +17,7 @@ import httpx
 from ._proxies import ProxyRoutes
 from ._tls import TLSSettings, VerifyTypes
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_MAX_KEEPALIVE", "TransportSettings"]
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_MAX_KEEPALIVE", "TransportSettings", "httpx_proxy"]
 
 DEFAULT_MAX_CONNECTIONS: Final = 100  # httpx's own defaults
 DEFAULT_MAX_KEEPALIVE: Final = 20
@@ -89,3 +89,11 @@ class TransportSettings:
     def proxy_for(self, url: httpx.URL) -> httpx.URL | None:
         """The proxy for a request to `url`, or `None` to connect directly."""
         return self.routes.proxy_for(url)
+
+
+def httpx_proxy(proxy: httpx.URL | None, ssl_context: ssl.SSLContext) -> httpx.Proxy | None:
+    """The proxy of a route as httpx takes it; an `https://` one trusts the pool's CAs."""
+    if proxy is None:
+        return None
+    # httpcore refuses a TLS context for a proxy it talks to in plain http.
+    return httpx.Proxy(proxy, ssl_context=ssl_context if proxy.scheme == "https" else None)

@@ -114,7 +114,10 @@ class TLSSettings:
         """
         with self._lock:
             if self._built is None:
-                self._built = _context(self.verify, self.cafile, self.capath, self.source)
+                # Keyed on the file's change time too: a CA bundle rotated on disk is read
+                # afresh by the next client, as httpx reads it for each of its own.
+                changed = _changed(self.cafile or self.capath)
+                self._built = _context(self.verify, self.cafile, self.capath, self.source, changed)
             return self._built
 
     @property
@@ -123,9 +126,21 @@ class TLSSettings:
         return self._built is not None
 
 
+def _changed(path: str | None) -> int:
+    """When `path` last changed, in nanoseconds (0 for none, or one that is gone)."""
+    if path is None:
+        return 0
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
+
+
 @functools.lru_cache(maxsize=16)
-def _context(verify: bool, cafile: str | None, capath: str | None, source: str) -> ssl.SSLContext:
-    """A context for these certificates, loaded once per process and shared by every pool."""
+def _context(
+    verify: bool, cafile: str | None, capath: str | None, source: str, changed: int
+) -> ssl.SSLContext:
+    """A context for these certificates (as of `changed`), loaded once, shared by every pool."""
     if not verify:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False

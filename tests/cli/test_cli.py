@@ -88,6 +88,7 @@ def test_exit_codes_are_a_stable_interface() -> None:
         "INSUFFICIENT_CREDITS": 4,
         "FORBIDDEN": 5,
         "RATE_LIMITED": 6,
+        "TLS": 8,
         "CONNECTION": 7,
         "INTERRUPTED": 130,
     }

@@ -97,7 +97,8 @@ def test_spend_journal_property_is_the_resolved_path(
 
     assert client.spend_journal == str(tmp_path.resolve() / "state/app/spends.sqlite3")
     assert (tmp_path / "state/app/spends.sqlite3").is_file()
-    assert repr(SpendJournal(client.spend_journal)) == f"SpendJournal({client.spend_journal!r})"
+    shown = repr(SpendJournal(client.spend_journal))
+    assert shown == f"SQLiteSpendJournal({client.spend_journal!r})"
 
 
 # -- a spend that fails stays pending ----------------------------------------------------

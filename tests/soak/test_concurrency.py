@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
-import httpcore
 import httpx
 import pytest
 
@@ -33,8 +32,9 @@ from amaimedia import (
     AsyncAmaiClient,
     Quote,
 )
-from amaimedia._transports._bounded import BoundedHTTPTransport
+from amaimedia._transports._routing import AsyncRoutingTransport
 from amaimedia.testing import FakeAmaiServer
+from tests.pools import aiohttp_sessions, connections, slots, transport_of
 
 from .reliability.faults import (
     MAX_RETRIES,
@@ -66,37 +66,27 @@ def shared_faults(fake: FakeAmaiServer, plan: BlockPlan) -> None:
             fake.fail_next(endpoint, **fault.options)
 
 
-def pool_of(client: AmaiClient | AsyncAmaiClient) -> Any:
-    """The httpcore connection pool inside the client's own httpx client."""
-    transport: Any = client._http._transport
-    if isinstance(transport, BoundedHTTPTransport):
-        transport = transport._inner
-    pool = transport._pool
-    assert isinstance(pool, httpcore.ConnectionPool | httpcore.AsyncConnectionPool)
-    return pool
-
-
 def assert_nothing_checked_out(client: AmaiClient | AsyncAmaiClient) -> None:
     """Every connection left in the pool is idle: none was leaked by a cut or a timeout."""
-    transport = client._http._transport
-    if isinstance(transport, AiohttpTransport | BoundedHTTPTransport):
+    transport = transport_of(client)
+    if isinstance(transport, AiohttpTransport | AsyncRoutingTransport):
         # One slot per connection in use: all of them free again.
-        assert transport._slots.in_use == 0
+        assert slots(client).in_use == 0
     if isinstance(transport, AiohttpTransport):
         return
-    pool = pool_of(client)
-    assert pool.connections, "the pool was used"
-    busy = [repr(c) for c in pool.connections if not c.is_idle()]
+    held = connections(client)
+    assert held, "the pool was used"
+    busy = [repr(c) for c in held if not c.is_idle()]
     assert busy == [], f"connections still checked out: {busy}"
 
 
 def assert_pool_closed(client: AmaiClient | AsyncAmaiClient) -> None:
     assert client.is_closed
-    transport = client._http._transport
+    transport = transport_of(client)
     if isinstance(transport, AiohttpTransport):
-        assert transport._session is None
+        assert aiohttp_sessions(transport) == []
     else:
-        assert pool_of(client).connections == []
+        assert connections(client) == []
 
 
 def summary(title: str, lane: Lane, capsys: pytest.CaptureFixture[str]) -> None:
@@ -216,8 +206,6 @@ def test_a_request_cancelled_while_queued_leaks_no_connection() -> None:
 
     async def main(base_url: str) -> tuple[list[str], int, Quote]:
         async with AsyncAmaiClient(api_key=key, base_url=base_url, max_retries=0) as client:
-            transport = client._http._transport
-            assert isinstance(transport, BoundedHTTPTransport)
             queued: asyncio.Future[Any] | None = None
 
             async def hold(n: int) -> None:
@@ -235,12 +223,12 @@ def test_a_request_cancelled_while_queued_leaks_no_connection() -> None:
             queued = asyncio.ensure_future(client.check("chat"))
             await asyncio.sleep(0.05)
             assert not queued.done()
-            assert transport._slots.in_use == POOL_SIZE
+            assert slots(client).in_use == POOL_SIZE
             for holder in holders:  # the first one's slot goes to the queued request
                 holder.cancel()
             await asyncio.gather(*holders, queued, return_exceptions=True)
-            left = [connection.info() for connection in pool_of(client).connections]
-            return left, transport._slots.in_use, await client.check("chat")
+            left = [connection.info() for connection in connections(client)]
+            return left, slots(client).in_use, await client.check("chat")
 
     with fake.serve() as base_url:
         left, in_use, quote = asyncio.run(main(base_url))
@@ -265,9 +253,7 @@ def test_a_burst_past_the_pool_with_a_short_timeout_leaves_the_client_working() 
                 *(client.check("chat") for _ in range(TASKS)), return_exceptions=True
             )
             after = await client.check("chat")
-            transport = client._http._transport
-            assert isinstance(transport, BoundedHTTPTransport)
-            return outcomes, after, transport._slots.in_use
+            return outcomes, after, slots(client).in_use
 
     with fake.serve() as base_url:
         outcomes, after, in_use = asyncio.run(main(base_url))

@@ -44,6 +44,7 @@ from amaimedia._transports import AsyncTransportName
 from amaimedia._transports._aiohttp import httpx_error
 from amaimedia.testing import FakeAmaiServer
 from tests.answers import KEY, QUOTE
+from tests.pools import aiohttp_sessions, slots
 
 _T = TypeVar("_T")
 TIMEOUT = 0.3
@@ -130,9 +131,11 @@ def test_close_closes_the_session_and_copies_share_it(served: str) -> None:
             await copy.check("chat")
         assert transport_of(copy) is transport_of(client)
         await copy.aclose()  # the copy does not own the pool
-        assert transport_of(client)._session is not None
+        (session,) = aiohttp_sessions(transport_of(client))
+        assert not session.closed
         await client.aclose()
-        assert transport_of(client)._session is None
+        assert session.closed
+        assert aiohttp_sessions(transport_of(client)) == []
         assert client.is_closed
         assert copy.is_closed
 
@@ -547,7 +550,7 @@ def test_cancelled_queued_requests_leave_no_slot_taken(fake: FakeAmaiServer, ser
             await asyncio.gather(*queued, return_exceptions=True)
             assert (await slow).status_code == 401
             assert (await http.post(url, content=b"{}")).status_code == 401
-            assert transport._slots.in_use == 0
+            assert slots(transport).in_use == 0
 
     run(main)
 

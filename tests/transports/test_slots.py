@@ -3,23 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 import httpx
 import pytest
 
 from amaimedia import AsyncAmaiClient
 from amaimedia._transports._bounded import BoundedHTTPTransport, ConnectionSlots
+from amaimedia._transports._routing import AsyncRoutingTransport
+from amaimedia._transports._settings import TransportSettings
 from amaimedia.testing import FakeAmaiServer
+from tests.pools import slots, transport_of
 
 URL = "http://127.0.0.1:9/"
 
 
+def bounded(max_connections: int) -> BoundedHTTPTransport:
+    settings = TransportSettings.create(max_connections=max_connections)
+    return BoundedHTTPTransport(settings, ssl.create_default_context())
+
+
 def test_the_async_client_builds_its_pool_on_the_bounded_transport() -> None:
-    client = AsyncAmaiClient(api_key="amai_live_" + "k" * 32)
-    transport = client._http._transport
-    assert isinstance(transport, BoundedHTTPTransport)
-    assert transport._slots.limit == 100
-    asyncio.run(client.aclose())
+    fake = FakeAmaiServer()
+    key = fake.create_key()
+
+    async def main(base_url: str) -> None:
+        async with AsyncAmaiClient(api_key=key, base_url=base_url) as client:
+            await client.check("chat")
+            assert isinstance(transport_of(client), AsyncRoutingTransport)
+            assert slots(client).limit == 100
+
+    with fake.serve() as base_url:
+        asyncio.run(main(base_url))
 
 
 def test_a_slot_returns_once_however_often_the_body_is_closed() -> None:
@@ -27,7 +42,7 @@ def test_a_slot_returns_once_however_often_the_body_is_closed() -> None:
     fake.create_key()
 
     async def main(base_url: str) -> list[int]:
-        transport = BoundedHTTPTransport(max_connections=2)
+        transport = bounded(max_connections=2)
         seen = []
         async with httpx.AsyncClient(transport=transport) as http:
             response = await http.post(f"{base_url}/api/v1/tools/check", content=b"{}")
@@ -46,7 +61,7 @@ def test_a_slot_returns_once_however_often_the_body_is_closed() -> None:
 
 def test_a_failed_exchange_gives_its_slot_back() -> None:
     async def main() -> int:
-        transport = BoundedHTTPTransport(max_connections=1)
+        transport = bounded(max_connections=1)
         async with httpx.AsyncClient(transport=transport, timeout=2) as http:
             for _ in range(3):  # with the one slot lost, the second attempt would hang
                 with pytest.raises(httpx.ConnectError):

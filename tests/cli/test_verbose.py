@@ -11,6 +11,7 @@ import pytest
 from amaimedia.testing import FakeAmaiServer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level", ["debug", "info"])
 def test_verbose_and_amai_log_print_each_line_once(level: str) -> None:
     fake = FakeAmaiServer()
