@@ -7,6 +7,7 @@ validated, once, for both clients.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from typing import Annotated, Any, TypeVar
 
@@ -252,6 +253,16 @@ def build_models() -> None:
             for model in (CheckRequest, SpendRequest, Quote, Charge, ErrorBody):
                 model.model_rebuild()
             _built = True
+
+
+def _renew_build_lock() -> None:  # pragma: no cover - runs in a forked child
+    # A thread of the parent building the models at the fork would hold it for ever here.
+    global _build_lock
+    _build_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - every POSIX system
+    os.register_at_fork(after_in_child=_renew_build_lock)
 
 
 def models_built() -> bool:

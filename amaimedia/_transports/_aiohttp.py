@@ -17,6 +17,7 @@ import asyncio
 import copy
 import importlib
 import importlib.util
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -140,7 +141,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def _prepare(self) -> None:
         # Both take a tenth of a second the first time: in a worker thread, off the loop.
-        await asyncio.to_thread(importlib.import_module, "aiohttp")
+        # Only then: a forked child going on with its parent's loop has no threads in that
+        # loop's executor, and a job sent there would never run.
+        if "aiohttp" not in sys.modules:
+            await asyncio.to_thread(importlib.import_module, "aiohttp")
         if not self._settings.tls.loaded:
             await asyncio.to_thread(self._settings.ssl_context)
 

@@ -11,16 +11,51 @@ What the child inherited it never touches: closing a TLS connection, or shutting
 down, would end the parent's connection too. `abandon()` keeps those objects referenced
 for the life of the process, so that they are not even garbage-collected there (which
 would warn, and close the descriptors under objects the child still holds).
+
+A lock held by another thread at the moment of the fork stays held in the child, where
+that thread does not exist: the pools' locks are `ForkSafeLock`s, which a child gets back
+free.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import weakref
+from types import TracebackType
 
-__all__ = ["abandon", "generation"]
+__all__ = ["ForkSafeLock", "abandon", "generation"]
 
 _generation = 0
 _inherited: list[object] = []
+
+
+class ForkSafeLock:
+    """A `threading.Lock` that a forked child gets back unheld, whoever held it."""
+
+    __slots__ = ("__weakref__", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        _locks.add(self)
+
+    def __enter__(self) -> bool:
+        return self._lock.acquire()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._lock.release()
+
+    def renew(self) -> None:
+        """A fresh, unheld lock: for the child, which is one thread when it starts."""
+        self._lock = threading.Lock()
+
+
+_locks: weakref.WeakSet[ForkSafeLock] = weakref.WeakSet()
 
 
 def generation() -> int:
@@ -36,6 +71,8 @@ def abandon(inherited: object) -> None:
 def _forked() -> None:  # pragma: no cover - runs in a forked child
     global _generation
     _generation += 1
+    for lock in list(_locks):
+        lock.renew()
 
 
 if hasattr(os, "register_at_fork"):  # pragma: no branch - every POSIX system

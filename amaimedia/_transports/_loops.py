@@ -16,11 +16,10 @@ found closed. In a forked child, the parent's states are abandoned (see `_fork.p
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Generic, TypeVar
 
-from ._fork import abandon, generation
+from ._fork import ForkSafeLock, abandon, generation
 
 __all__ = ["PerLoop"]
 
@@ -46,7 +45,7 @@ class PerLoop(Generic[_S]):
         self._prepare = prepare
         self._create = create
         self._close = close
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._generation = generation()
         self._states: dict[asyncio.AbstractEventLoop, tuple[_S, AsyncGenerator[None, None]]] = {}
 

@@ -16,13 +16,12 @@ import contextlib
 import importlib
 import importlib.util
 import sys
-import threading
 from typing import Final
 
 import httpx
 
 from ._bounded import BoundedHTTPTransport
-from ._fork import abandon, generation
+from ._fork import ForkSafeLock, abandon, generation
 from ._loops import PerLoop
 from ._settings import TransportSettings, httpx_proxy
 from ._tls import VerifyTypes
@@ -83,7 +82,7 @@ class RoutingTransport(httpx.BaseTransport):
     ) -> None:
         self._settings = TransportSettings.create(verify=verify, proxy=proxy, trust_env=trust_env)
         check_socks(self._settings)
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._generation = generation()
         self._routes: _Routes = {}
 

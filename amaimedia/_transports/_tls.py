@@ -19,10 +19,11 @@ from __future__ import annotations
 import functools
 import os
 import ssl
-import threading
 from typing import TypeAlias
 
 from amaimedia._logging import logger
+
+from ._fork import ForkSafeLock
 
 __all__ = ["TLSSettings", "VerifyTypes"]
 
@@ -60,7 +61,7 @@ class TLSSettings:
         self.capath = capath
         self.source = source
         self._built = context
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
 
     def __repr__(self) -> str:
         return f"TLSSettings(source={self.source!r})"
