@@ -143,7 +143,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         # Both take a tenth of a second the first time: in a worker thread, off the loop.
         # Only then: a forked child going on with its parent's loop has no threads in that
         # loop's executor, and a job sent there would never run.
-        if "aiohttp" not in sys.modules:
+        if "aiohttp" not in sys.modules:  # pragma: no cover - once a process (test_event_loops)
             await asyncio.to_thread(importlib.import_module, "aiohttp")
         if not self._settings.tls.loaded:
             await asyncio.to_thread(self._settings.ssl_context)

@@ -50,7 +50,7 @@ class ForkSafeLock:
     ) -> None:
         self._lock.release()
 
-    def renew(self) -> None:
+    def renew(self) -> None:  # pragma: no cover - runs in a forked child
         """A fresh, unheld lock: for the child, which is one thread when it starts."""
         self._lock = threading.Lock()
 

@@ -153,5 +153,5 @@ def _context(
         return ssl.create_default_context(cafile=certifi.where())
     try:
         return ssl.create_default_context(cafile=cafile, capath=capath)
-    except ssl.SSLError as exc:
+    except (ssl.SSLError, OSError) as exc:  # OSError: it was removed since it was checked
         raise ValueError(f"{source} holds no usable CA certificate: {exc}") from None

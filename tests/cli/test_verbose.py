@@ -31,3 +31,31 @@ def test_verbose_and_amai_log_print_each_line_once(level: str) -> None:
     assert result.stderr.count('POST /api/v1/tools/check {"tool":"chat","units":1}') == 1
     assert result.stderr.count("/api/v1/tools/check -> 200") == 1
     assert key not in result.stderr + result.stdout
+
+
+def test_verbose_keeps_a_handler_amai_log_installed_before(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from amaimedia import _logging
+    from amaimedia._cli import main
+
+    fake = FakeAmaiServer()
+    key = fake.create_key()
+    logger = _logging.logger
+    level = logger.level
+    installed = _logging.install_stderr_handler()  # as AMAI_LOG did, earlier in the process
+    assert installed is not None
+    try:
+        with fake.serve() as base_url:
+            monkeypatch.setenv("AMAI_API_KEY", key)
+            monkeypatch.setenv("AMAI_BASE_URL", base_url)
+            assert main(["check", "chat", "-v"]) == 0
+        # The run used that handler, and left it in place for whoever installed it.
+        assert installed in logger.handlers
+        _logging.remove_stderr_handler(_logging.install_stderr_handler() or installed)
+        assert installed not in logger.handlers
+        _logging.remove_stderr_handler(installed)  # not installed any more: nothing to do
+    finally:
+        logger.setLevel(level)
+        if installed in logger.handlers:
+            _logging.remove_stderr_handler(installed)

@@ -9,6 +9,7 @@ same shapes over real sockets and event loops are in `tests/wire/test_event_loop
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import pickle
 import socket
@@ -345,3 +346,77 @@ def test_a_new_journal_file_is_logged(tmp_path: Any, caplog: pytest.LogCaptureFi
         f"created a new, empty spend journal at {tmp_path / 'volume' / 'other.sqlite3'}; "
         "entries left pending in an earlier journal are not in it"
     ]
+
+
+# --- the first call of a process, and the caller's pool from another loop -------------
+
+
+def test_the_first_call_builds_the_models_once(
+    harness: Harness, router: respx.Router, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from amaimedia import _models
+
+    monkeypatch.setattr(_models, "_built", False)
+    client = routed_client(harness, router)
+    assert harness.run(client.check("chat")).cost_tokens == 5
+    assert _models.models_built()
+    monkeypatch.setattr(_models, "_built", False)
+    assert harness.run(client.spend("chat", reference="job-1")).charged == 5
+    assert _models.models_built()
+    _models.build_models()  # again: nothing left to build
+    assert _models.models_built()
+
+
+def test_a_pool_of_yours_bound_to_another_loop_is_explained_at_once() -> None:
+    def dead_loop(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("Event loop is closed")
+
+    async def main() -> APIConnectionError:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(dead_loop))
+        client = AsyncAmaiClient(api_key=KEY, http_client=http, max_retries=3)
+        try:
+            await client.check("chat")
+        except APIConnectionError as exc:
+            return exc
+        finally:
+            await http.aclose()
+        raise AssertionError("no error")
+
+    error = asyncio.run(main())
+    assert error.retryable is False
+    assert "Event loop is closed" in str(error)
+
+
+def test_another_runtime_error_of_a_pool_of_yours_goes_on_unchanged() -> None:
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("something else entirely")
+
+    async def main() -> None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(broken)) as http:
+            await AsyncAmaiClient(api_key=KEY, http_client=http).check("chat")
+
+    with pytest.raises(RuntimeError, match="something else entirely"):
+        asyncio.run(main())
+
+
+def test_a_url_the_pool_cannot_speak_is_not_retried(harness: Harness) -> None:
+    def unsupported(request: httpx.Request) -> httpx.Response:
+        raise httpx.UnsupportedProtocol("Request URL has an unsupported protocol", request=request)
+
+    client, sent = failing_client(harness, unsupported, max_retries=3)
+    with pytest.raises(APIConnectionError) as caught:
+        harness.run(client.check("chat"))
+    assert caught.value.retryable is False
+    assert str(caught.value).startswith("cannot send POST https://api.amaimedia.com")
+    assert len(sent) == 1
+
+
+def test_a_deadline_already_passed_refuses_the_attempt() -> None:
+    from amaimedia._deadline import Deadline
+
+    deadline = Deadline(1e-9)
+    request = httpx.Request("POST", CHECK_URL)
+    with pytest.raises(
+        APITimeoutError, match=r"total_timeout of 1e-09 s is spent after 0 attempts"
+    ):
+        deadline.start_attempt(request, httpx.Timeout(5.0))

@@ -60,3 +60,13 @@ def test_a_file_with_no_certificate_is_refused_when_first_used(tmp_path: Path) -
     settings = TLSSettings.create(str(bundle), trust_env=True)
     with pytest.raises(ValueError, match="holds no usable CA certificate"):
         settings.ssl_context()
+
+
+def test_a_bundle_removed_before_it_is_loaded_is_refused(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(bundle))
+    settings = TLSSettings.create(str(bundle), trust_env=True)
+    assert repr(settings) == f"TLSSettings(source='verify ({bundle})')"
+    bundle.unlink()
+    with pytest.raises(ValueError, match="holds no usable CA certificate"):
+        settings.ssl_context()

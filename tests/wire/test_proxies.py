@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import ssl
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 from unittest import mock
@@ -46,6 +47,15 @@ PROXY_PASSWORD = "pr0xy-s3cret-Pa55"
 SENDERS = ("sync", "async", "aiohttp")
 _MACHINE_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUEST_METHOD")
 _PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
+
+
+# On Python 3.10, asyncio leaves the transport of a failed TLS handshake unclosed (its
+# sslproto was rewritten in 3.11), so each certificate aiohttp refuses leaves one to warn
+# when collected. That leak is the interpreter's; on 3.11 and later a leak still fails.
+if sys.version_info < (3, 11):
+    pytestmark = pytest.mark.filterwarnings(
+        "ignore:unclosed transport <asyncio.sslproto:ResourceWarning"
+    )
 
 
 @pytest.fixture(autouse=True)
