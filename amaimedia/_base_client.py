@@ -17,6 +17,7 @@ import httpx
 
 from ._config import (
     ClientConfig,
+    TransportOptions,
     check_runtime,
     resolve_api_key,
     resolve_base_url,
@@ -37,7 +38,6 @@ from ._types import NOT_GIVEN, NotGiven, TimeoutTypes, Units
 
 if TYPE_CHECKING:
     from ._journal import ScopedJournal, SpendJournal
-    from ._transports import VerifyTypes
 
 __all__ = ["BaseClient"]
 
@@ -68,9 +68,7 @@ class BaseClient(Generic[_HttpT]):
         max_retry_after: float,
         total_timeout: float | None,
         http_client: _HttpT | None,
-        verify: VerifyTypes,
-        proxy: str | httpx.URL | None,
-        trust_env: bool,
+        transport_options: TransportOptions,
         spend_journal: str | os.PathLike[str] | None,
         dangerously_allow_browser: bool,
     ) -> None:
@@ -85,13 +83,11 @@ class BaseClient(Generic[_HttpT]):
             total_timeout=total_timeout,
         )
         if http_client is None:
-            http_client = self._new_http_client(
-                config, verify=verify, proxy=proxy, trust_env=trust_env
-            )
+            http_client = self._new_http_client(config, transport_options)
             owns_http = True
         elif isinstance(http_client, self._http_client_class):
             # A client passed in belongs to the caller, who closes it, and configures it.
-            if verify is not True or proxy is not None or trust_env is not True:
+            if transport_options.given:
                 raise ValueError(
                     "verify, proxy and trust_env configure the client's own connection "
                     "pool; with http_client=..., set them on your httpx client instead"
@@ -122,14 +118,7 @@ class BaseClient(Generic[_HttpT]):
             scope = journal_scope(config.api_key.reveal(), config.base_url)
             self._journal = ScopedJournal(self._journal_backend, scope)
 
-    def _new_http_client(
-        self,
-        config: ClientConfig,
-        *,
-        verify: VerifyTypes,
-        proxy: str | httpx.URL | None,
-        trust_env: bool,
-    ) -> _HttpT:
+    def _new_http_client(self, config: ClientConfig, options: TransportOptions) -> _HttpT:
         raise NotImplementedError
 
     @property

@@ -17,7 +17,7 @@ import httpx
 
 from ._metered import MeteredBlock, replay_journal
 from ._base_client import BaseClient
-from ._config import ClientConfig
+from ._config import ClientConfig, TransportOptions
 from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_AFTER, DEFAULT_TIMEOUT
 from ._exceptions import AmaiError
 from ._journal import PendingSpend
@@ -30,7 +30,7 @@ from ._response import (
 from ._types import TimeoutTypes, ToolName, Units
 
 if TYPE_CHECKING:
-    from ._transports import VerifyTypes
+    from ._types import VerifyTypes
 
 __all__ = ["AmaiClient"]
 
@@ -115,9 +115,7 @@ class AmaiClient(BaseClient[httpx.Client]):
             max_retry_after=max_retry_after,
             total_timeout=total_timeout,
             http_client=http_client,
-            verify=verify,
-            proxy=proxy,
-            trust_env=trust_env,
+            transport_options=TransportOptions(verify, proxy, trust_env),
             spend_journal=spend_journal,
             dangerously_allow_browser=dangerously_allow_browser,
         )
@@ -125,23 +123,17 @@ class AmaiClient(BaseClient[httpx.Client]):
     def _new_http_client(
         self,
         config: ClientConfig,
-        *,
-        verify: VerifyTypes,
-        proxy: str | httpx.URL | None,
-        trust_env: bool,
+        options: TransportOptions,
     ) -> httpx.Client:
         # Imported here: a client on a pool of the caller's never needs the transports.
         from ._transports import new_transport
 
-        transport = new_transport(
-            verify=verify,
-            proxy=proxy,
-            trust_env=trust_env,
-        )
         return httpx.Client(
             timeout=config.timeout,
             follow_redirects=False,
-            transport=transport,
+            transport=new_transport(
+                options,
+            ),
         )
 
     def check(self, tool: ToolName | str, units: Units = 1) -> Quote:

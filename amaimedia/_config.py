@@ -26,11 +26,12 @@ from ._constants import (
     SPEND_PATH,
 )
 from ._exceptions import AmaiError
-from ._types import TimeoutTypes
+from ._types import TimeoutTypes, VerifyTypes
 from ._version import __version__
 
 __all__ = [
     "ClientConfig",
+    "TransportOptions",
     "check_runtime",
     "is_loopback",
     "resolve_api_key",
@@ -93,6 +94,26 @@ class ClientConfig:
             max_retry_after=resolve_max_retry_after(max_retry_after),
             total_timeout=resolve_total_timeout(total_timeout),
         )
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    """What a client was given for its own pool; checked by the transport that uses it.
+
+    Attributes:
+        verify: The certificates to trust (see `_transports/_tls.py`).
+        proxy: A proxy for every request, instead of the environment's.
+        trust_env: Whether the proxy and certificate variables count.
+    """
+
+    verify: VerifyTypes = True
+    proxy: str | httpx.URL | None = None
+    trust_env: bool = True
+
+    @property
+    def given(self) -> bool:
+        """Whether any option differs from its default."""
+        return self.verify is not True or self.proxy is not None or self.trust_env is not True
 
 
 def resolve_api_key(api_key: str | None) -> ApiKey:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import ssl
 from typing import Final, Literal, TypeAlias, final
 
 import httpx
@@ -32,6 +34,10 @@ Units: TypeAlias = int | float
 
 TimeoutTypes: TypeAlias = float | httpx.Timeout | None
 """A timeout in seconds, an `httpx.Timeout` for finer control, or `None` for no timeout."""
+
+
+VerifyTypes: TypeAlias = "bool | str | os.PathLike[str] | ssl.SSLContext"
+"""What `verify=` takes: `True`, `False`, a CA file or directory, or an `ssl.SSLContext`."""
 
 
 @final

@@ -18,12 +18,13 @@ from typing import Literal, TypeAlias
 
 import httpx
 
-from ._routing import AsyncRoutingTransport, RoutingTransport
-from ._tls import VerifyTypes
+from amaimedia._config import TransportOptions
+
+from ._routing import AsyncRoutingTransport, RoutingTransport, check_socks
+from ._settings import TransportSettings
 
 __all__ = [
     "AsyncTransportName",
-    "VerifyTypes",
     "new_async_transport",
     "new_transport",
     "resolve_async_transport",
@@ -50,23 +51,38 @@ def resolve_async_transport(transport: object, http_client: object) -> AsyncTran
     return "aiohttp"
 
 
-def new_transport(
-    *, verify: VerifyTypes, proxy: str | httpx.URL | None, trust_env: bool
-) -> httpx.BaseTransport:
-    """The transport of a sync client's own pool."""
-    return RoutingTransport(verify=verify, proxy=proxy, trust_env=trust_env)
+def new_transport(options: TransportOptions) -> httpx.BaseTransport:
+    """The transport of a sync client's own pool.
+
+    Raises:
+        ValueError: An option, or a proxy or certificate variable, is unusable.
+        TypeError: An option has the wrong type.
+    """
+    return RoutingTransport(_httpx_settings(options))
 
 
 def new_async_transport(
-    *,
-    name: AsyncTransportName,
-    verify: VerifyTypes,
-    proxy: str | httpx.URL | None,
-    trust_env: bool,
+    options: TransportOptions,
+    name: AsyncTransportName = "httpx",
 ) -> httpx.AsyncBaseTransport:
-    """The transport of an async client's own pool: httpx's, or aiohttp's."""
+    """The transport of an async client's own pool: httpx's, or aiohttp's.
+
+    Raises:
+        ValueError: An option, or a proxy or certificate variable, is unusable.
+        TypeError: An option has the wrong type.
+    """
     if name == "httpx":
-        return AsyncRoutingTransport(verify=verify, proxy=proxy, trust_env=trust_env)
+        return AsyncRoutingTransport(_httpx_settings(options))
     from ._aiohttp import AiohttpTransport
 
-    return AiohttpTransport(verify=verify, proxy=proxy, trust_env=trust_env)
+    return AiohttpTransport(
+        verify=options.verify, proxy=options.proxy, trust_env=options.trust_env
+    )
+
+
+def _httpx_settings(options: TransportOptions) -> TransportSettings:
+    settings = TransportSettings.create(
+        verify=options.verify, proxy=options.proxy, trust_env=options.trust_env
+    )
+    check_socks(settings)
+    return settings

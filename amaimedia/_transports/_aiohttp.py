@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Final
 
 import httpx
 
+from amaimedia._types import VerifyTypes
+
 from ._bounded import ConnectionSlots
 from ._loops import PerLoop
 from ._settings import DEFAULT_MAX_CONNECTIONS, KEEPALIVE_EXPIRY, TransportSettings
-from ._tls import VerifyTypes
 
 if TYPE_CHECKING:
     import aiohttp

@@ -24,7 +24,6 @@ from ._bounded import BoundedHTTPTransport
 from ._fork import ForkSafeLock, abandon, generation
 from ._loops import PerLoop
 from ._settings import TransportSettings, httpx_proxy
-from ._tls import VerifyTypes
 
 __all__ = ["AsyncRoutingTransport", "RoutingTransport", "check_socks"]
 
@@ -64,24 +63,11 @@ class RoutingTransport(httpx.BaseTransport):
     """The sync pool's transport: httpx's own, per route, fresh in a forked child.
 
     Args:
-        verify: The certificates to trust; see `_tls.py`.
-        proxy: A proxy for every request, instead of the environment's.
-        trust_env: Whether the proxy and certificate variables count.
-
-    Raises:
-        ValueError: A setting, or a proxy or certificate variable, is unusable.
-        TypeError: A setting has the wrong type.
+        settings: The pool's proxies, certificates and size.
     """
 
-    def __init__(
-        self,
-        *,
-        verify: VerifyTypes = True,
-        proxy: str | httpx.URL | None = None,
-        trust_env: bool = True,
-    ) -> None:
-        self._settings = TransportSettings.create(verify=verify, proxy=proxy, trust_env=trust_env)
-        check_socks(self._settings)
+    def __init__(self, settings: TransportSettings) -> None:
+        self._settings = settings
         self._lock = ForkSafeLock()
         self._generation = generation()
         self._routes: _Routes = {}
@@ -127,24 +113,11 @@ class AsyncRoutingTransport(httpx.AsyncBaseTransport):
     """The async pool's transport: httpx's own, bounded, per route and per event loop.
 
     Args:
-        verify: The certificates to trust; see `_tls.py`.
-        proxy: A proxy for every request, instead of the environment's.
-        trust_env: Whether the proxy and certificate variables count.
-
-    Raises:
-        ValueError: A setting, or a proxy or certificate variable, is unusable.
-        TypeError: A setting has the wrong type.
+        settings: The pool's proxies, certificates and size.
     """
 
-    def __init__(
-        self,
-        *,
-        verify: VerifyTypes = True,
-        proxy: str | httpx.URL | None = None,
-        trust_env: bool = True,
-    ) -> None:
-        self._settings = TransportSettings.create(verify=verify, proxy=proxy, trust_env=trust_env)
-        check_socks(self._settings)
+    def __init__(self, settings: TransportSettings) -> None:
+        self._settings = settings
         self._loops: PerLoop[_AsyncRoutes] = PerLoop(self._prepare, dict, _close_routes)
 
     async def _prepare(self) -> None:

@@ -14,8 +14,10 @@ from typing import Final
 
 import httpx
 
+from amaimedia._types import VerifyTypes
+
 from ._proxies import ProxyRoutes
-from ._tls import TLSSettings, VerifyTypes
+from ._tls import TLSSettings
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_MAX_KEEPALIVE", "TransportSettings", "httpx_proxy"]
 

@@ -19,16 +19,13 @@ from __future__ import annotations
 import functools
 import os
 import ssl
-from typing import TypeAlias
 
 from amaimedia._logging import logger
+from amaimedia._types import VerifyTypes
 
 from ._fork import ForkSafeLock
 
-__all__ = ["TLSSettings", "VerifyTypes"]
-
-VerifyTypes: TypeAlias = "bool | str | os.PathLike[str] | ssl.SSLContext"
-"""What `verify=` takes: `True`, `False`, a CA file or directory, or an `ssl.SSLContext`."""
+__all__ = ["TLSSettings"]
 
 
 class TLSSettings:
