@@ -18,7 +18,6 @@ import httpx
 from ._config import (
     ClientConfig,
     TransportOptions,
-    check_runtime,
     resolve_api_key,
     resolve_base_url,
     resolve_max_retries,
@@ -28,7 +27,7 @@ from ._config import (
 )
 from ._deadline import Deadline
 from ._exceptions import AmaiError
-from ._logging import configure_from_env, logger
+from ._logging import logger
 from ._metered_base import MeteredArguments, ReferenceArgument
 from ._models import Charge, CheckRequest, Quote, SpendRequest
 from ._references import new_reference
@@ -60,28 +59,12 @@ class BaseClient(Generic[_HttpT]):
 
     def __init__(
         self,
+        config: ClientConfig,
         *,
-        api_key: str | None,
-        base_url: str | httpx.URL | None,
-        timeout: TimeoutTypes,
-        max_retries: int,
-        max_retry_after: float,
-        total_timeout: float | None,
         http_client: _HttpT | None,
         transport_options: TransportOptions,
         spend_journal: str | os.PathLike[str] | None,
-        dangerously_allow_browser: bool,
     ) -> None:
-        check_runtime(dangerously_allow_browser)
-        configure_from_env()
-        config = ClientConfig.create(
-            api_key=api_key,
-            base_url=base_url,
-            timeout=timeout,
-            max_retries=max_retries,
-            max_retry_after=max_retry_after,
-            total_timeout=total_timeout,
-        )
         if http_client is None:
             http_client = self._new_http_client(config, transport_options)
             owns_http = True

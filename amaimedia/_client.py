@@ -17,10 +17,11 @@ import httpx
 
 from ._metered import MeteredBlock, replay_journal
 from ._base_client import BaseClient
-from ._config import ClientConfig, TransportOptions
+from ._config import ClientConfig, TransportOptions, check_runtime
 from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_AFTER, DEFAULT_TIMEOUT
 from ._exceptions import AmaiError
 from ._journal import PendingSpend
+from ._logging import configure_from_env
 from ._metered_base import ReferenceArgument
 from ._models import Charge, Quote, build_models, models_built
 from ._offload import run_inline
@@ -107,17 +108,21 @@ class AmaiClient(BaseClient[httpx.Client]):
         dangerously_allow_browser: bool = False,
     ) -> None:
 
-        super().__init__(
+        check_runtime(dangerously_allow_browser)
+        configure_from_env()
+        config = ClientConfig.create(
             api_key=api_key,
             base_url=base_url,
             timeout=timeout,
             max_retries=max_retries,
             max_retry_after=max_retry_after,
             total_timeout=total_timeout,
+        )
+        super().__init__(
+            config,
             http_client=http_client,
             transport_options=TransportOptions(verify, proxy, trust_env),
             spend_journal=spend_journal,
-            dangerously_allow_browser=dangerously_allow_browser,
         )
 
     def _new_http_client(
