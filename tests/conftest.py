@@ -26,16 +26,19 @@ from .answers import KEY, api_router
 Client = AmaiClient | AsyncAmaiClient
 
 _PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
+_CERTIFICATE_VARIABLES = {"SSL_CERT_FILE", "SSL_CERT_DIR"}
 
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never depend on the machine's AMAI_* or proxy variables.
+    """Tests never depend on the machine's AMAI_*, proxy or certificate variables.
 
-    httpx honours HTTP(S)_PROXY, which would route the loopback tests through a proxy.
+    The SDK's pools honour HTTP(S)_PROXY, which would route the loopback tests through a
+    proxy, and SSL_CERT_FILE / SSL_CERT_DIR, which decide the certificates trusted.
     """
     for name in list(os.environ):
-        if name.startswith("AMAI_") or name.lower() in _PROXY_VARIABLES:
+        proxy = name.lower() in _PROXY_VARIABLES
+        if name.startswith("AMAI_") or proxy or name in _CERTIFICATE_VARIABLES:
             monkeypatch.delenv(name)
 
 
