@@ -37,7 +37,13 @@ import pytest
 import amaimedia
 from amaimedia import AmaiClient, AmaiError, AsyncAmaiClient, Quote
 from amaimedia.testing import FakeAmaiServer
-from tests.wire.fork_workers.forking import DEADLINE, collect, connections_to, fork
+from tests.wire.fork_workers.forking import (
+    DEADLINE,
+    collect,
+    connections_to,
+    fork,
+    fork_all,
+)
 from tests.wire.fork_workers.jobs import (
     Job,
     Report,
@@ -169,7 +175,7 @@ async def around_fork_async(
 
 
 def with_os_fork(client: Client, jobs: list[Job]) -> list[Report]:
-    return collect([fork(job.child, partial(run_any, client, job)) for job in jobs])
+    return collect(fork_all([(job.child, partial(run_any, client, job)) for job in jobs]))
 
 
 def with_pool(client: Client, jobs: list[Job]) -> list[Report]:
@@ -415,7 +421,9 @@ def test_a_journal_opened_before_the_fork_serves_the_children(
     with client:
         with client.metered("chat", units=PARENT_UNITS, reference="parent"):
             pass  # the journal's files are open, and a connection pooled, before the fork
-        reports = collect([fork(job.child, partial(run_metered, client, job)) for job in jobs])
+        reports = collect(
+            fork_all([(job.child, partial(run_metered, client, job)) for job in jobs])
+        )
         # One child's spends fail, so that the journal keeps them pending. Run after the
         # others, so that only its spends meet the queued faults.
         fake.fail_next("spend", status=503, times=len(failing.references()))

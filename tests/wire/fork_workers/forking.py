@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .jobs import Report
 
-__all__ = ["Child", "collect", "connections_to", "fork"]
+__all__ = ["Child", "Gate", "collect", "connections_to", "fork", "fork_all"]
 
 # How long the children may take in all: generous for a loaded CI machine. It bounds a
 # wait (a child stuck on an answer another process read is killed), it asserts nothing.
@@ -35,13 +35,55 @@ class Child:
     pipe: int
 
 
-def fork(index: int, work: Callable[[], Report]) -> Child:
+@dataclass(frozen=True)
+class Gate:
+    """Holds forked children back until the last is forked: `open()` lets them all go.
+
+    While the children are being forked, none of them talks to the server yet, so the
+    server's threads in this process are idle at every fork. A thread of this process
+    that is busy at the moment of a fork (holding a lock, or importing) leaves that lock
+    held for ever in the child, a hazard of forking any threaded process that has
+    nothing to do with what these tests look at: inherited connections.
+    """
+
+    reader: int
+    writer: int
+
+    @classmethod
+    def new(cls) -> Gate:
+        reader, writer = os.pipe()
+        return cls(reader, writer)
+
+    def wait(self) -> None:
+        """In a child: wait until the parent opens the gate."""
+        os.close(self.writer)
+        os.read(self.reader, 1)  # end of file once every writer is closed
+        os.close(self.reader)
+
+    def open(self) -> None:
+        """In the parent: let every child forked so far go."""
+        os.close(self.writer)
+        os.close(self.reader)
+
+
+def fork_all(works: list[tuple[int, Callable[[], Report]]]) -> list[Child]:
+    """Fork a child for each `(index, work)`, and start them together once all exist."""
+    gate = Gate.new()
+    try:
+        return [fork(index, work, gate) for index, work in works]
+    finally:
+        gate.open()
+
+
+def fork(index: int, work: Callable[[], Report], gate: Gate | None = None) -> Child:
     """Fork a child that runs `work` and reports; in the parent, return at once."""
     reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             os.close(reader)
+            if gate is not None:
+                gate.wait()
             try:
                 report = work()
             except BaseException as exc:
