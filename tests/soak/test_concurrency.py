@@ -240,26 +240,30 @@ def test_a_request_cancelled_while_queued_leaks_no_connection() -> None:
 
 def test_a_burst_past_the_pool_with_a_short_timeout_leaves_the_client_working() -> None:
     """500 checks at once with a 0.3 s timeout on httpx's pool: each one answers or times
-    out, and the client works afterwards. (On httpcore's own queue, this burst lost every
-    connection of the pool and left the client failing every call.)"""
+    out, and the client works afterwards, with no connection lost. (On httpcore's own
+    queue, this burst lost every connection of the pool, stuck "connecting", and left the
+    client failing every call.) How many answer in time depends on the machine's load:
+    on a loaded one, none may, and the burst is still what loses connections there."""
     fake = FakeAmaiServer()
     key = fake.create_key()
 
-    async def main(base_url: str) -> tuple[list[object], Quote, int]:
+    async def main(base_url: str) -> tuple[list[object], list[str], Quote, int]:
         async with AsyncAmaiClient(
             api_key=key, base_url=base_url, timeout=0.3, max_retries=0
         ) as client:
             outcomes = await asyncio.gather(
                 *(client.check("chat") for _ in range(TASKS)), return_exceptions=True
             )
+            left = [connection.info() for connection in connections(client)]
             after = await client.check("chat")
-            return outcomes, after, slots(client).in_use
+            return outcomes, left, after, slots(client).in_use
 
     with fake.serve() as base_url:
-        outcomes, after, in_use = asyncio.run(main(base_url))
+        outcomes, left, after, in_use = asyncio.run(main(base_url))
 
     unexpected = [o for o in outcomes if not isinstance(o, Quote | APITimeoutError)]
     assert unexpected == []
-    assert any(isinstance(o, Quote) for o in outcomes)
+    assert any(isinstance(o, APITimeoutError) for o in outcomes)  # the burst did time out
+    assert "CONNECTING" not in " ".join(left)
     assert after.allowed
     assert in_use == 0
