@@ -310,7 +310,7 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             raise connection_error(exc, request) from exc
         except RuntimeError as exc:  # async only
             # A pool of the caller's whose connections belong to an event loop that ended.
-            raise dead_loop_error(exc) from exc  # async only
+            raise dead_loop_error(exc, request) from exc  # async only
 
     async def aclose(self) -> None:
         """Close the client, and its connection pool unless that belongs to someone else.

@@ -30,6 +30,7 @@ from ._exceptions import (
     _ErrorDetails,
 )
 from ._models import ErrorBody
+from ._tracebacks import forget_frames_holding
 
 __all__ = [
     "connection_error",
@@ -221,6 +222,7 @@ def connection_error(exc: httpx.RequestError, request: httpx.Request) -> APIConn
     what to change: a certificate that cannot be verified (a private or TLS-inspecting
     CA), a host name that does not exist, a URL or proxy scheme the pool cannot speak.
     """
+    _forget_key(exc, request)
     where = f"{request.method} {request.url}"
     detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
@@ -247,13 +249,14 @@ def connection_error(exc: httpx.RequestError, request: httpx.Request) -> APIConn
     return APIConnectionError(f"no usable answer to {where} ({detail})")
 
 
-def dead_loop_error(exc: RuntimeError) -> APIConnectionError:
+def dead_loop_error(exc: RuntimeError, request: httpx.Request) -> APIConnectionError:
     """The error for a caller's pool used from an event loop its connections do not know.
 
     Raised as it is for any other `RuntimeError`, which is not the SDK's to explain.
     """
     if "loop" not in str(exc):
         raise exc
+    _forget_key(exc, request)
     return APIConnectionError(
         f"the http_client's connections belong to an event loop that has ended or is "
         f"another one ({exc}), so this loop cannot use them. Create the "
@@ -261,6 +264,16 @@ def dead_loop_error(exc: RuntimeError) -> APIConnectionError:
         "http_client out: the client's own pool follows the running event loop",
         retryable=False,
     )
+
+
+def _forget_key(exc: BaseException, request: httpx.Request) -> None:
+    """Cut the frames that hold `request`'s API key out of `exc`'s tracebacks.
+
+    `exc` is a failure of the exchange, about to be chained to one of the SDK's exceptions.
+    """
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and key:
+        forget_frames_holding(exc, key)
 
 
 def _causes(exc: BaseException) -> list[BaseException]:

@@ -8,10 +8,14 @@ answer here is a queued fault: faults are answered before any authentication.
 from __future__ import annotations
 
 import logging
+import socket
+import sys
+import traceback
 
+import httpx
 import pytest
 
-from amaimedia import APIConnectionError, AuthenticationError, RateLimitError
+from amaimedia import APIConnectionError, APITimeoutError, AuthenticationError, RateLimitError
 from tests.answers import CHARGE, QUOTE
 from tests.conftest import Harness, Served
 from tests.planted import SECRET, assert_exception_is_clean, assert_secret_absent, call
@@ -59,3 +63,32 @@ def test_key_never_reaches_logs_or_exceptions(
 
     for exc in raised:
         assert_exception_is_clean(exc)
+
+
+def test_a_stalled_write_leaves_the_key_out_of_the_traceback(harness: Harness) -> None:
+    # A peer that never reads: the request's bytes fill the socket buffers and the write
+    # times out while httpcore's frames hold the raw headers (and the write buffer) in
+    # their locals. A padding header makes the request larger than those buffers.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        http = harness.http_client(headers={"x-padding": "p" * 16_000_000})
+        client = harness.client(
+            http_client=http,
+            base_url=f"http://127.0.0.1:{port}",
+            api_key=SECRET,
+            timeout=httpx.Timeout(5.0, write=0.2),
+            max_retries=0,
+        )
+        exc = call(harness, lambda: client.check("chat"))
+
+    assert isinstance(exc, APITimeoutError)
+    assert isinstance(exc.__cause__, httpx.WriteTimeout)
+    assert_exception_is_clean(exc)
+    # Only the frames that held the key are gone: the failure still shows where it began.
+    frames = [frame.name for frame in traceback.extract_tb(exc.__cause__.__traceback__)]
+    assert "_attempt" in frames
+    if sys.version_info >= (3, 11):
+        # httpcore's own exception, chained under httpx's, is the one that lost frames.
+        chained = [exc.__cause__, exc.__cause__.__context__]
+        notes = [note for e in chained for note in getattr(e, "__notes__", [])]
+        assert any("left out of this traceback" in note for note in notes), notes
