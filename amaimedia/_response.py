@@ -272,8 +272,8 @@ def _forget_key(exc: BaseException, request: httpx.Request) -> None:
     `exc` is a failure of the exchange, about to be chained to one of the SDK's exceptions.
     """
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and key:
-        forget_frames_holding(exc, key)
+    if scheme.lower() == "bearer":
+        forget_frames_holding(exc, (key,), "the API key")
 
 
 def _causes(exc: BaseException) -> list[BaseException]:

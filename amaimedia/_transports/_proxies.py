@@ -20,6 +20,7 @@ the loopback, and a proxy would carry the API key off the machine in clear text;
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from typing import Final
 
 import httpx
 
-__all__ = ["ProxyRoutes", "proxy_url"]
+__all__ = ["ProxyRoutes", "proxy_credentials", "proxy_url"]
 
 _PROXY_SCHEMES: Final = ("http", "https", "socks5", "socks5h")
 _VARIABLES: Final = {"http": "HTTP_PROXY", "https": "HTTPS_PROXY", "all": "ALL_PROXY"}
@@ -107,6 +108,18 @@ def proxy_url(value: str | httpx.URL, source: str) -> httpx.URL:
     if not _valid_host(host):
         raise ValueError(f"{unusable}: its host is not a valid host name or IP address")
     return httpx.URL(text)
+
+
+def proxy_credentials(proxy: httpx.URL | None) -> tuple[str, ...]:
+    """The forms a proxy's credentials take on their way to the proxy.
+
+    As written in its URL, decoded, and as the token of the `Proxy-Authorization: Basic`
+    header made from them; empty when the proxy has none.
+    """
+    if proxy is None or not proxy.userinfo:
+        return ()
+    token = base64.b64encode(f"{proxy.username}:{proxy.password}".encode()).decode("ascii")
+    return (proxy.userinfo.decode("ascii"), proxy.password, token)
 
 
 def _parse(text: str) -> tuple[str, str] | None:

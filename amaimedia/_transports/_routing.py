@@ -20,9 +20,12 @@ from typing import Final
 
 import httpx
 
+from amaimedia._tracebacks import forget_frames_holding
+
 from ._bounded import BoundedHTTPTransport
 from ._fork import ForkSafeLock, abandon, generation
 from ._loops import PerLoop
+from ._proxies import proxy_credentials
 from ._settings import TransportSettings, httpx_proxy
 
 __all__ = ["AsyncRoutingTransport", "RoutingTransport", "check_socks"]
@@ -31,8 +34,9 @@ __all__ = ["AsyncRoutingTransport", "RoutingTransport", "check_socks"]
 # parser, and anyio with its asyncio backend.
 _ASYNC_MODULES: Final = frozenset({"httpcore", "h11", "anyio", "anyio._backends._asyncio"})
 
-_Routes = dict[str | None, httpx.BaseTransport]
-_AsyncRoutes = dict[str | None, BoundedHTTPTransport]
+# Keyed by the proxy's URL (None: direct), whose repr hides its credentials.
+_Routes = dict[httpx.URL | None, httpx.BaseTransport]
+_AsyncRoutes = dict[httpx.URL | None, BoundedHTTPTransport]
 
 
 def check_socks(settings: TransportSettings) -> None:
@@ -55,8 +59,10 @@ def _import_async_modules() -> None:
             importlib.import_module(name)
 
 
-def _route_key(proxy: httpx.URL | None) -> str | None:
-    return None if proxy is None else str(proxy)
+def _forget_credentials(exc: httpx.TransportError, proxy: httpx.URL | None) -> None:
+    # httpcore holds the Proxy-Authorization header in the locals of the frames that open
+    # a tunnel; a tunnel the proxy refused would show it in the failure's traceback.
+    forget_frames_holding(exc, proxy_credentials(proxy), "the proxy's credentials")
 
 
 class RoutingTransport(httpx.BaseTransport):
@@ -74,23 +80,26 @@ class RoutingTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send `request` through the transport of its route."""
-        return self._transport_for(request.url).handle_request(request)
+        proxy = self._settings.proxy_for(request.url)
+        try:
+            return self._transport_for(proxy).handle_request(request)
+        except httpx.TransportError as exc:
+            _forget_credentials(exc, proxy)
+            raise
 
-    def _transport_for(self, url: httpx.URL) -> httpx.BaseTransport:
-        proxy = self._settings.proxy_for(url)
-        key = _route_key(proxy)
+    def _transport_for(self, proxy: httpx.URL | None) -> httpx.BaseTransport:
         if self._generation == generation():
-            found = self._routes.get(key)
+            found = self._routes.get(proxy)
             if found is not None:
                 return found
         with self._lock:
             if self._generation != generation():
                 abandon(self._routes)
                 self._routes, self._generation = {}, generation()
-            found = self._routes.get(key)
+            found = self._routes.get(proxy)
             if found is None:
                 context = self._settings.ssl_context()
-                found = self._routes[key] = httpx.HTTPTransport(
+                found = self._routes[proxy] = httpx.HTTPTransport(
                     verify=context,
                     trust_env=False,
                     limits=self._settings.limits(),
@@ -132,12 +141,15 @@ class AsyncRoutingTransport(httpx.AsyncBaseTransport):
         """Send `request` through this loop's transport of its route."""
         routes = await self._loops.get()
         proxy = self._settings.proxy_for(request.url)
-        key = _route_key(proxy)
-        transport = routes.get(key)
+        transport = routes.get(proxy)
         if transport is None:
             context = self._settings.ssl_context()  # loaded by _prepare
-            transport = routes[key] = BoundedHTTPTransport(self._settings, context, proxy)
-        return await transport.handle_async_request(request)
+            transport = routes[proxy] = BoundedHTTPTransport(self._settings, context, proxy)
+        try:
+            return await transport.handle_async_request(request)
+        except httpx.TransportError as exc:
+            _forget_credentials(exc, proxy)
+            raise
 
     async def aclose(self) -> None:
         """Close this loop's connections; those of loops that ended are forgotten."""

@@ -24,6 +24,7 @@ import os
 import socket
 import ssl
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 from unittest import mock
@@ -184,6 +185,20 @@ def causes(exc: BaseException) -> list[BaseException]:
         found.append(current)
         current = current.__cause__ or current.__context__
     return found
+
+
+def frame_locals(exc: BaseException) -> str:
+    """The locals of every frame in `exc`'s tracebacks, its chain's included, as an error
+    tracker would show them; except this file's frames, whose locals hold the secrets."""
+    shown = []
+    for failure in causes(exc):
+        for frame in traceback.StackSummary.extract(
+            traceback.walk_tb(failure.__traceback__), capture_locals=True
+        ):
+            if frame.filename != __file__:
+                shown.append(f"{frame.filename}:{frame.lineno} {frame.name} {frame.locals}")
+    assert shown, "the failure must have frames to look at"
+    return "\n".join(shown)
 
 
 def assert_check_and_spend(
@@ -493,6 +508,7 @@ def test_proxy_credentials_reach_the_proxy_and_nothing_else(
         caplog.text,
         *(record.getMessage() for record in caplog.records),
         *(f"{exc}\n{exc!r}" for exc in causes(info.value)),
+        frame_locals(info.value),
         repr(client),
         repr(failing),
         repr(fake),
@@ -514,6 +530,16 @@ def test_an_unreachable_proxy_is_a_connection_error_without_its_credentials(
     assert info.value.retryable  # a proxy that is down may be back on the next attempt
     assert all(PROXY_PASSWORD not in f"{exc}{exc!r}" for exc in causes(info.value))
     assert front.handshakes == 0
+
+
+def test_the_credentials_looked_for_in_tracebacks_are_each_form_they_take() -> None:
+    from amaimedia._transports._proxies import proxy_credentials
+
+    encoded = httpx.URL("http://ops%40corp:p%3Ass%2Fw0rd@proxy.test:3128")
+    token = base64.b64encode(b"ops@corp:p:ss/w0rd").decode()
+    assert proxy_credentials(encoded) == ("ops%40corp:p%3Ass%2Fw0rd", "p:ss/w0rd", token)
+    assert proxy_credentials(httpx.URL("http://proxy.test:3128")) == ()
+    assert proxy_credentials(None) == ()
 
 
 # --- 4. a certificate no retry can fix --------------------------------------------------
