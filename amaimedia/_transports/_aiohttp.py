@@ -27,6 +27,7 @@ from amaimedia._types import VerifyTypes
 
 from ._bounded import ConnectionSlots
 from ._loops import PerLoop
+from ._proxies import proxy_credentials
 from ._settings import DEFAULT_MAX_CONNECTIONS, KEEPALIVE_EXPIRY, TransportSettings
 
 if TYPE_CHECKING:
@@ -261,10 +262,11 @@ def httpx_error(
 
 
 def _without_credentials(message: str, proxy: httpx.URL | None) -> str:
-    if proxy is not None:
-        for secret in (proxy.userinfo.decode("latin-1"), proxy.password, proxy.username):
-            if secret:
-                message = message.replace(secret, "[proxy credentials]")
+    # Every form the credentials take, and the user name alone, which aiohttp may quote.
+    secrets = (*proxy_credentials(proxy), proxy.username) if proxy is not None else ()
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "[proxy credentials]")
     return message
 
 
