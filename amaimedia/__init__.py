@@ -30,7 +30,7 @@ from ._exceptions import (
     SpendFailedError,
     SpendJournalError,
 )
-from ._journal import PendingSpend
+from ._journal import JournalEntry, PendingSpend, SpendJournal
 from ._meter import Meter, MeterState
 from ._metered import MeteredBlock
 from ._models import Charge, CheckRequest, ErrorBody, Quote, SpendRequest
@@ -38,6 +38,8 @@ from ._types import NOT_GIVEN, ErrorCode, NotGiven, TimeoutTypes, ToolName, Unit
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._journal._postgres import PostgresSpendJournal
+    from ._journal._sqlite import SQLiteSpendJournal
     from ._transports._aiohttp import AiohttpTransport
 
 __all__ = [
@@ -57,16 +59,20 @@ __all__ = [
     "ErrorCode",
     "ForbiddenError",
     "InsufficientCreditsError",
+    "JournalEntry",
     "Meter",
     "MeterState",
     "MeteredBlock",
     "NOT_GIVEN",
     "NotGiven",
     "PendingSpend",
+    "PostgresSpendJournal",
     "Quote",
     "RateLimitError",
+    "SQLiteSpendJournal",
     "ServerError",
     "SpendFailedError",
+    "SpendJournal",
     "SpendJournalError",
     "SpendRequest",
     "TimeoutTypes",
@@ -76,15 +82,24 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    # The aiohttp transport loads when it is first used, not with the package.
-    if name == "AiohttpTransport":
-        from ._transports._aiohttp import AiohttpTransport
+# Loaded when first used, not with the package: what needs aiohttp, psycopg or sqlite3.
+_LAZY = {
+    "AiohttpTransport": "._transports._aiohttp",
+    "PostgresSpendJournal": "._journal._postgres",
+    "SQLiteSpendJournal": "._journal._sqlite",
+}
 
-        AiohttpTransport.__module__ = __name__
-        globals()[name] = AiohttpTransport
-        return AiohttpTransport
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value: type = getattr(importlib.import_module(module, __name__), name)
+    value.__module__ = __name__
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:

@@ -6,7 +6,6 @@ Everything else it shares with its twin lives once, in `_base_client.py`.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, TypeVar
@@ -18,7 +17,7 @@ from ._base_client import BaseClient
 from ._config import ClientConfig, TransportOptions, check_runtime
 from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_AFTER, DEFAULT_TIMEOUT
 from ._exceptions import AmaiError
-from ._journal import PendingSpend
+from ._journal import JournalTarget, PendingSpend
 from ._logging import configure_from_env
 from ._metered_base import ReferenceArgument
 from ._models import Charge, Quote, build_models, models_built
@@ -76,15 +75,18 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             aiohttp (`pip install amaimedia[aiohttp]`): several times faster than
             httpx's own transport, the default `"httpx"`, with many requests in
             flight. See the Performance page.
-        spend_journal: A file in which metered blocks commit each spend before sending
-            it, so that no charge is lost to a crash or an outage; see
-            `replay_pending()`. Missing directories are created. Off by default.
+        spend_journal: Where metered blocks commit each spend before sending it, so
+            that no charge is lost to a crash or an outage (see `replay_pending()`): a
+            path to an SQLite file (missing directories are created), a
+            `postgresql://` URL shared by a fleet (`pip install amaimedia[postgres]`),
+            or a `SpendJournal` object. Off by default.
         dangerously_allow_browser: Allow running in a browser runtime (Pyodide), where
             the key would be visible to the page's visitors.
 
     Raises:
         AmaiError: No API key was given or found in the environment.
         SpendJournalError: The spend journal is corrupt or cannot be written.
+        ImportError: A PostgreSQL journal was asked for without psycopg installed.
         ValueError: A setting has an impossible value (such as an `http://` URL off the
             loopback); the message names it.
         TypeError: A setting has the wrong type.
@@ -108,7 +110,7 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         verify: VerifyTypes = True,
         proxy: str | httpx.URL | None = None,
         trust_env: bool = True,
-        spend_journal: str | os.PathLike[str] | None = None,
+        spend_journal: JournalTarget | None = None,
         dangerously_allow_browser: bool = False,
     ) -> None:
         from ._transports import resolve_async_transport  # async only

@@ -22,7 +22,7 @@ from ._metered_base import (
     spend_failed,
 )
 from ._models import Charge
-from ._offload import run_in_thread
+from ._offload import claim_in_thread, run_in_thread, run_shielded
 
 if TYPE_CHECKING:
     from ._async_client import AsyncAmaiClient
@@ -116,11 +116,9 @@ async def _charge(client: AsyncAmaiClient, journal: ScopedJournal | None, meter:
     entry = owned = None
     if journal is not None:
         entry = await run_in_thread(journal.add, meter.tool, meter.units, meter.reference)
-        # Claimed here, not in the worker thread: an interrupt between the two could
-        # leave a claim that nobody releases. If a replay elsewhere holds the entry, this
-        # spend still goes out (the server charges a reference once) and the replay
-        # settles the entry.
-        if entry is not None and journal.claim(entry):
+        # If a replay elsewhere holds the entry, this spend still goes out (the server
+        # charges a reference once) and the replay settles the entry.
+        if entry is not None and await claim_in_thread(journal.claim, journal.release, entry):
             owned = entry
     try:
         charge = await client.spend(meter.tool, meter.units, reference=meter.reference)
@@ -134,7 +132,7 @@ async def _charge(client: AsyncAmaiClient, journal: ScopedJournal | None, meter:
         # claim is dropped so that replay_pending() can settle it.
         meter.state = "spend_failed"
         if owned is not None and journal is not None:
-            journal.release(owned)
+            await run_shielded(journal.release, owned)
         raise
     meter.charge = charge
     meter.state = "charged"
@@ -147,8 +145,7 @@ async def areplay_journal(client: AsyncAmaiClient, journal: ScopedJournal) -> li
     """Send every pending spend of `journal` with `client`; see `replay_pending()`."""
     charges = []
     for entry in await run_in_thread(journal.pending):
-        # Inline for the same reason as in _charge; a WAL read does not wait on writers.
-        if not journal.claim_pending(entry.id):
+        if not await claim_in_thread(journal.claim_pending, journal.release, entry.id):
             continue
         spend = entry.spend
         try:
@@ -158,7 +155,7 @@ async def areplay_journal(client: AsyncAmaiClient, journal: ScopedJournal) -> li
             journal.replay_failed(spend, exc)
             continue
         except BaseException:
-            journal.release(entry.id)
+            await run_shielded(journal.release, entry.id)
             raise
         await run_in_thread(journal.done, entry.id, charge)
         charges.append(charge)

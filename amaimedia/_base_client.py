@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -36,7 +35,7 @@ from ._retry import RetryPolicy
 from ._types import NOT_GIVEN, NotGiven, TimeoutTypes, Units
 
 if TYPE_CHECKING:
-    from ._journal import ScopedJournal, SpendJournal
+    from ._journal import JournalTarget, ScopedJournal, SpendJournal
 
 __all__ = ["BaseClient"]
 
@@ -63,7 +62,7 @@ class BaseClient(Generic[_HttpT]):
         *,
         http_client: _HttpT | None,
         transport_options: TransportOptions,
-        spend_journal: str | os.PathLike[str] | None,
+        spend_journal: JournalTarget | None,
     ) -> None:
         if http_client is None:
             http_client = self._new_http_client(config, transport_options)
@@ -131,7 +130,7 @@ class BaseClient(Generic[_HttpT]):
 
     @property
     def spend_journal(self) -> str | None:
-        """The path of the spend journal, or `None` when the client keeps none."""
+        """Where the spend journal is (a path, or a URL without its password), or `None`."""
         return None if self._journal is None else self._journal.location
 
     @property
@@ -268,11 +267,11 @@ class BaseClient(Generic[_HttpT]):
         )
 
 
-def _open_journal(path: str | os.PathLike[str]) -> SpendJournal:
+def _open_journal(target: JournalTarget) -> SpendJournal:
     # Imported here: the journal's backend loads only for clients that keep one.
     from ._journal import open_journal
 
-    return open_journal(path)
+    return open_journal(target)
 
 
 def _log_response(response: httpx.Response) -> None:

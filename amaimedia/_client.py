@@ -7,7 +7,6 @@ Everything else it shares with its twin lives once, in `_base_client.py`.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -20,7 +19,7 @@ from ._base_client import BaseClient
 from ._config import ClientConfig, TransportOptions, check_runtime
 from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_AFTER, DEFAULT_TIMEOUT
 from ._exceptions import AmaiError
-from ._journal import PendingSpend
+from ._journal import JournalTarget, PendingSpend
 from ._logging import configure_from_env
 from ._metered_base import ReferenceArgument
 from ._models import Charge, Quote, build_models, models_built
@@ -73,15 +72,18 @@ class AmaiClient(BaseClient[httpx.Client]):
             ever to the loopback) never goes through a proxy.
         trust_env: Whether the client's own pool reads the proxy and certificate
             variables above.
-        spend_journal: A file in which metered blocks commit each spend before sending
-            it, so that no charge is lost to a crash or an outage; see
-            `replay_pending()`. Missing directories are created. Off by default.
+        spend_journal: Where metered blocks commit each spend before sending it, so
+            that no charge is lost to a crash or an outage (see `replay_pending()`): a
+            path to an SQLite file (missing directories are created), a
+            `postgresql://` URL shared by a fleet (`pip install amaimedia[postgres]`),
+            or a `SpendJournal` object. Off by default.
         dangerously_allow_browser: Allow running in a browser runtime (Pyodide), where
             the key would be visible to the page's visitors.
 
     Raises:
         AmaiError: No API key was given or found in the environment.
         SpendJournalError: The spend journal is corrupt or cannot be written.
+        ImportError: A PostgreSQL journal was asked for without psycopg installed.
         ValueError: A setting has an impossible value (such as an `http://` URL off the
             loopback); the message names it.
         TypeError: A setting has the wrong type.
@@ -104,7 +106,7 @@ class AmaiClient(BaseClient[httpx.Client]):
         verify: VerifyTypes = True,
         proxy: str | httpx.URL | None = None,
         trust_env: bool = True,
-        spend_journal: str | os.PathLike[str] | None = None,
+        spend_journal: JournalTarget | None = None,
         dangerously_allow_browser: bool = False,
     ) -> None:
 

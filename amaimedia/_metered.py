@@ -24,7 +24,7 @@ from ._metered_base import (
     spend_failed,
 )
 from ._models import Charge
-from ._offload import run_inline
+from ._offload import claim_inline, run_inline
 
 if TYPE_CHECKING:
     from ._client import AmaiClient
@@ -118,11 +118,9 @@ def _charge(client: AmaiClient, journal: ScopedJournal | None, meter: Meter) -> 
     entry = owned = None
     if journal is not None:
         entry = run_inline(journal.add, meter.tool, meter.units, meter.reference)
-        # Claimed here, not in the worker thread: an interrupt between the two could
-        # leave a claim that nobody releases. If a replay elsewhere holds the entry, this
-        # spend still goes out (the server charges a reference once) and the replay
-        # settles the entry.
-        if entry is not None and journal.claim(entry):
+        # If a replay elsewhere holds the entry, this spend still goes out (the server
+        # charges a reference once) and the replay settles the entry.
+        if entry is not None and claim_inline(journal.claim, journal.release, entry):
             owned = entry
     try:
         charge = client.spend(meter.tool, meter.units, reference=meter.reference)
@@ -136,7 +134,7 @@ def _charge(client: AmaiClient, journal: ScopedJournal | None, meter: Meter) -> 
         # claim is dropped so that replay_pending() can settle it.
         meter.state = "spend_failed"
         if owned is not None and journal is not None:
-            journal.release(owned)
+            run_inline(journal.release, owned)
         raise
     meter.charge = charge
     meter.state = "charged"
@@ -149,8 +147,7 @@ def replay_journal(client: AmaiClient, journal: ScopedJournal) -> list[Charge]:
     """Send every pending spend of `journal` with `client`; see `replay_pending()`."""
     charges = []
     for entry in run_inline(journal.pending):
-        # Inline for the same reason as in _charge; a WAL read does not wait on writers.
-        if not journal.claim_pending(entry.id):
+        if not claim_inline(journal.claim_pending, journal.release, entry.id):
             continue
         spend = entry.spend
         try:
@@ -160,7 +157,7 @@ def replay_journal(client: AmaiClient, journal: ScopedJournal) -> list[Charge]:
             journal.replay_failed(spend, exc)
             continue
         except BaseException:
-            journal.release(entry.id)
+            run_inline(journal.release, entry.id)
             raise
         run_inline(journal.done, entry.id, charge)
         charges.append(charge)

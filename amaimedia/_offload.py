@@ -1,16 +1,20 @@
 """Blocking work from async code: the one place the async client leaves the event loop.
 
-`scripts/unasync.py` turns `await run_in_thread(f, x)` into `run_inline(f, x)` for the
-sync client, which simply calls it.
+`scripts/unasync.py` turns `await run_in_thread(f, x)` (and `run_shielded`) into
+`run_inline(f, x)`, and `claim_in_thread` into `claim_inline`, for the sync client, which
+simply calls them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["run_in_thread", "run_inline"]
+__all__ = ["claim_in_thread", "claim_inline", "run_in_thread", "run_inline", "run_shielded"]
 
 _T = TypeVar("_T")
 
@@ -20,6 +24,45 @@ async def run_in_thread(function: Callable[..., _T], *args: object) -> _T:
     return await asyncio.to_thread(function, *args)
 
 
+async def run_shielded(function: Callable[..., _T], *args: object) -> _T:
+    """`run_in_thread` for clean-up in an exception handler: a cancellation does not stop it.
+
+    Cancelled while it waits, the work still finishes in its thread, and the caller sees
+    the `CancelledError`.
+    """
+    return await asyncio.shield(run_in_thread(function, *args))
+
+
 def run_inline(function: Callable[..., _T], *args: object) -> _T:
     """The sync twin of `run_in_thread`: call `function` here and now."""
     return function(*args)
+
+
+async def claim_in_thread(
+    claim: Callable[[int], bool], release: Callable[[int], None], entry: int
+) -> bool:
+    """Take a journal claim in a worker thread, and never strand it.
+
+    A caller cancelled while the claim is being taken cannot be told it holds it: when
+    the thread then succeeds, the claim is given back at once (in a thread too), so that
+    the entry stays free for a replay.
+    """
+    loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
+    future = loop.run_in_executor(None, functools.partial(context.run, claim, entry))
+    try:
+        return await asyncio.shield(future)
+    except BaseException:
+
+        def give_back(done: asyncio.Future[bool]) -> None:
+            if not done.cancelled() and done.exception() is None and done.result():
+                threading.Thread(target=release, args=(entry,), daemon=True).start()
+
+        future.add_done_callback(give_back)
+        raise
+
+
+def claim_inline(claim: Callable[[int], bool], release: Callable[[int], None], entry: int) -> bool:
+    """The sync twin of `claim_in_thread`: take the claim here and now."""
+    del release
+    return claim(entry)

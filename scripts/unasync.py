@@ -35,8 +35,12 @@ RULES = [
         "from typing import TYPE_CHECKING, TypeVar",
     ),
     ("Callable[[float], Awaitable[None]]", "Callable[[float], None]"),
-    ("import asyncio\nimport os\n", "import os\nimport time\n"),
+    ("import asyncio\n", "import time\n"),
     ("Callable[_P, Awaitable[_R]]", "Callable[_P, _R]"),
+    (
+        "from ._offload import claim_in_thread, run_in_thread, run_shielded",
+        "from ._offload import claim_inline, run_inline",
+    ),
     (
         "from ._async_metered import AsyncMeteredBlock, areplay_journal",
         "from ._metered import MeteredBlock, replay_journal",
@@ -51,6 +55,8 @@ RULES = [
     ("from ._async_client import AsyncAmaiClient", "from ._client import AmaiClient"),
     ("on a coroutine function", "on a plain function"),
     ("run_in_thread", "run_inline"),
+    ("claim_in_thread", "claim_inline"),
+    ("run_shielded", "run_inline"),
     ("between tasks", "between threads"),
     ("httpx.AsyncClient", "httpx.Client"),
     ("AsyncAmaiClient", "AmaiClient"),

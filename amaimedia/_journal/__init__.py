@@ -9,15 +9,17 @@ process or another, with `replay_pending()`.
 - `_protocol.py`: `SpendJournal`, the interface a backend implements, and its entries.
 - `_scoped.py`: `ScopedJournal`, one client's entries in a backend, and the rules the
   metered blocks follow with it.
-- `_sqlite.py`: the SQLite file backend.
+- `_sqlite.py`: the SQLite file backend, for one machine.
+- `_postgres.py`: the PostgreSQL backend (psycopg 3, extra `postgres`), for a fleet.
 
-Importing this package loads no backend: sqlite3 loads with the first client that keeps
-a journal.
+Importing this package loads no backend: sqlite3 or psycopg loads with the first client
+that keeps a journal.
 """
 
 from __future__ import annotations
 
 import os
+from typing import TypeAlias
 
 from ._protocol import EntryId, JournalEntry, PendingSpend, SpendJournal
 from ._scoped import ScopedJournal, journal_scope
@@ -25,6 +27,7 @@ from ._scoped import ScopedJournal, journal_scope
 __all__ = [
     "EntryId",
     "JournalEntry",
+    "JournalTarget",
     "PendingSpend",
     "ScopedJournal",
     "SpendJournal",
@@ -33,13 +36,34 @@ __all__ = [
 ]
 
 
-def open_journal(path: str | os.PathLike[str]) -> SpendJournal:
-    """The backend for a client's `spend_journal` argument: today, an SQLite file.
+JournalTarget: TypeAlias = "str | os.PathLike[str] | SpendJournal"
+"""What a client's `spend_journal` argument may be: a path, a database URL, or a backend."""
+
+
+def open_journal(target: JournalTarget) -> SpendJournal:
+    """The backend for a client's `spend_journal` argument.
+
+    A `postgresql://` or `postgres://` URL opens the PostgreSQL journal, any other str or
+    path the SQLite file, and an object that implements `SpendJournal` is used as it is
+    (a journal built once and shared by several clients, say).
 
     Raises:
-        TypeError: `path` is not a path.
-        SpendJournalError: The file is corrupt, not a spend journal, or not writable.
+        TypeError: `target` is none of those.
+        ImportError: The URL needs psycopg, which is not installed.
+        SpendJournalError: The journal cannot be used: a corrupt file, a database that
+            cannot be reached, a place the process cannot write.
     """
-    from ._sqlite import SQLiteSpendJournal
+    if isinstance(target, str) and target.startswith(("postgresql://", "postgres://")):
+        from ._postgres import PostgresSpendJournal
 
-    return SQLiteSpendJournal(path)
+        return PostgresSpendJournal(target)
+    if isinstance(target, str | os.PathLike):
+        from ._sqlite import SQLiteSpendJournal
+
+        return SQLiteSpendJournal(target)
+    if isinstance(target, SpendJournal):
+        return target
+    raise TypeError(
+        "spend_journal must be a path, a postgresql:// URL or a SpendJournal, "
+        f"got {type(target).__name__}"
+    )

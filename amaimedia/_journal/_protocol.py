@@ -59,14 +59,16 @@ class JournalEntry:
 class SpendJournal(Protocol):
     """A place where spends are committed before they are sent: one file or database.
 
-    SQLite (`_sqlite.py`) is one implementation. A backend is shared by every client of
-    the process that opens the same location, and by other processes that open it too;
+    SQLite (`_sqlite.py`) and PostgreSQL (`_postgres.py`) implement it. A backend is
+    shared by every client of the process that opens the same location, and by other
+    processes that open it too;
     `scope` (a hash of the key and the API, never the key) keeps accounts apart in it.
 
-    `add` must be durable when it returns: it is the whole point of a journal. Every
-    method except `claim` and `release` may block on I/O, so the async client runs them
-    in a worker thread; `claim` and `release` run on the caller's own thread, so that an
-    interrupt can never strand a claim in a thread nobody waits for.
+    `add` must be durable when it returns: it is the whole point of a journal; the
+    outcomes (`mark_done`, `mark_failed`) may be recorded lazily, since a lost one only
+    leads to a replay the API answers without charging again. Every method may block on
+    I/O, so the async client runs them all in worker threads (`claim` too, in a way that
+    gives back a claim whose caller was cancelled while waiting for it).
 
     Errors are raised as `SpendJournalError`.
     """

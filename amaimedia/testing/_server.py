@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
@@ -21,6 +20,8 @@ from ._transport import async_transport, sync_transport
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from amaimedia._journal import JournalTarget
+
 __all__ = ["ClientOptions", "FakeAmaiServer"]
 
 _DEFAULT_BALANCE: Final = 10_000
@@ -32,7 +33,7 @@ class ClientOptions(TypedDict, total=False):
     timeout: TimeoutTypes
     max_retries: int
     max_retry_after: float
-    spend_journal: str | os.PathLike[str] | None
+    spend_journal: JournalTarget | None
 
 
 class FakeAmaiServer:
