@@ -31,6 +31,7 @@ from ._exceptions import (
     SpendJournalError,
 )
 from ._journal import JournalEntry, PendingSpend, SpendJournal
+from ._journal._replay import ReplayReport
 from ._meter import Meter, MeterState
 from ._metered import MeteredBlock
 from ._models import Charge, CheckRequest, ErrorBody, Quote, SpendRequest
@@ -69,6 +70,7 @@ __all__ = [
     "PostgresSpendJournal",
     "Quote",
     "RateLimitError",
+    "ReplayReport",
     "SQLiteSpendJournal",
     "ServerError",
     "SpendFailedError",

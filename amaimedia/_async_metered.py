@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from ._exceptions import AmaiError
+from ._journal._replay import ReplayReport, ReplayRules
 from ._meter import Meter
 from ._metered_base import (
     MeteredArguments,
@@ -21,7 +22,6 @@ from ._metered_base import (
     require_function,
     spend_failed,
 )
-from ._models import Charge
 from ._offload import claim_in_thread, run_in_thread, run_shielded
 
 if TYPE_CHECKING:
@@ -141,22 +141,32 @@ async def _charge(client: AsyncAmaiClient, journal: ScopedJournal | None, meter:
     log_charge(meter, charge)
 
 
-async def areplay_journal(client: AsyncAmaiClient, journal: ScopedJournal) -> list[Charge]:
-    """Send every pending spend of `journal` with `client`; see `replay_pending()`."""
-    charges = []
+async def areplay_journal(
+    client: AsyncAmaiClient,
+    journal: ScopedJournal,
+    rules: ReplayRules,
+) -> ReplayReport:
+    """Send the pending spends of `journal` with `client`; see `replay_pending()`."""
+    report = ReplayReport()
+    now = rules.now()
     for entry in await run_in_thread(journal.pending):
-        if not await claim_in_thread(journal.claim_pending, journal.release, entry.id):
-            continue
         spend = entry.spend
+        if not rules.sort(spend, report, now):
+            continue
+        if not await claim_in_thread(journal.claim_pending, journal.release, entry.id):
+            report.held.append(spend)
+            continue
         try:
             charge = await client.spend(spend.tool, spend.units, reference=spend.reference)
         except AmaiError as exc:
             await run_in_thread(journal.failed, entry.id, exc)
             journal.replay_failed(spend, exc)
+            report.failed.append(spend)
             continue
         except BaseException:
             await run_shielded(journal.release, entry.id)
             raise
         await run_in_thread(journal.done, entry.id, charge)
-        charges.append(charge)
-    return charges
+        report.append(charge)
+    journal.report_stale(report.stale, rules)
+    return report

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
@@ -20,6 +21,7 @@ from ._config import ClientConfig, TransportOptions, check_runtime
 from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_AFTER, DEFAULT_TIMEOUT
 from ._exceptions import AmaiError
 from ._journal import JournalTarget, PendingSpend
+from ._journal._replay import DEFAULT_MAX_AGE, ReplayReport, ReplayRules
 from ._logging import configure_from_env
 from ._metered_base import ReferenceArgument
 from ._models import Charge, Quote, build_models, models_built
@@ -259,22 +261,40 @@ class AmaiClient(BaseClient[httpx.Client]):
         entries = run_inline(self._require_journal().pending)
         return [entry.spend for entry in entries]
 
-    def replay_pending(self) -> list[Charge]:
-        """Send every pending spend of this key in the journal again, oldest first.
+    def replay_pending(
+        self,
+        *,
+        max_age: float | timedelta | None = DEFAULT_MAX_AGE,
+        older_than: float | timedelta = 0,
+    ) -> ReplayReport:
+        """Send the pending spends of this key in the journal again, oldest first.
 
         Safe to call at any time and from several processes at once: each spend keeps
         its reference, so the server charges it at most once, and an entry that another
         process is sending is skipped. A spend that fails again stays pending with its
         error (see `pending_spends()`) and is logged as a warning; the others go on.
 
+        Args:
+            max_age: Entries older than this (seconds, or a `timedelta`; 7 days by
+                default) are not sent but reported as stale: the API does not say how
+                long it remembers a reference, and one it forgot would be charged again.
+                `None` sends them all.
+            older_than: Skip entries younger than this: a block that is still running
+                (in another process) most likely owns them. 0 by default.
+
         Returns:
-            The charges of the spends that went through.
+            The charges of the spends that went through, a list that also tells what was
+            left pending and why: `failed`, `stale`, `held` (another worker is sending
+            them) and `young`.
 
         Raises:
             AmaiError: The client keeps no spend journal.
             SpendJournalError: The journal cannot be read.
+            ValueError: An age is negative or not finite; nothing was read.
+            TypeError: An age is neither seconds nor a `timedelta`.
         """
-        return replay_journal(self, self._require_journal())
+        rules = ReplayRules(max_age, older_than)
+        return replay_journal(self, self._require_journal(), rules)
 
     def _send(self, request: httpx.Request, parse: Callable[[httpx.Response], _T]) -> _T:
         deadline = self._deadline()

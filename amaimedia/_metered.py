@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from ._exceptions import AmaiError
+from ._journal._replay import ReplayReport, ReplayRules
 from ._meter import Meter
 from ._metered_base import (
     MeteredArguments,
@@ -23,7 +24,6 @@ from ._metered_base import (
     require_function,
     spend_failed,
 )
-from ._models import Charge
 from ._offload import claim_inline, run_inline
 
 if TYPE_CHECKING:
@@ -143,22 +143,32 @@ def _charge(client: AmaiClient, journal: ScopedJournal | None, meter: Meter) -> 
     log_charge(meter, charge)
 
 
-def replay_journal(client: AmaiClient, journal: ScopedJournal) -> list[Charge]:
-    """Send every pending spend of `journal` with `client`; see `replay_pending()`."""
-    charges = []
+def replay_journal(
+    client: AmaiClient,
+    journal: ScopedJournal,
+    rules: ReplayRules,
+) -> ReplayReport:
+    """Send the pending spends of `journal` with `client`; see `replay_pending()`."""
+    report = ReplayReport()
+    now = rules.now()
     for entry in run_inline(journal.pending):
-        if not claim_inline(journal.claim_pending, journal.release, entry.id):
-            continue
         spend = entry.spend
+        if not rules.sort(spend, report, now):
+            continue
+        if not claim_inline(journal.claim_pending, journal.release, entry.id):
+            report.held.append(spend)
+            continue
         try:
             charge = client.spend(spend.tool, spend.units, reference=spend.reference)
         except AmaiError as exc:
             run_inline(journal.failed, entry.id, exc)
             journal.replay_failed(spend, exc)
+            report.failed.append(spend)
             continue
         except BaseException:
             run_inline(journal.release, entry.id)
             raise
         run_inline(journal.done, entry.id, charge)
-        charges.append(charge)
-    return charges
+        report.append(charge)
+    journal.report_stale(report.stale, rules)
+    return report

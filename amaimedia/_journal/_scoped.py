@@ -19,6 +19,7 @@ from amaimedia._models import Charge
 from amaimedia._types import Units
 
 from ._protocol import EntryId, JournalEntry, PendingSpend, SpendJournal
+from ._replay import ReplayRules
 
 __all__ = ["ScopedJournal", "journal_scope"]
 
@@ -109,6 +110,22 @@ class ScopedJournal:
             SpendJournalError: The journal cannot be read.
         """
         return self.backend.pending(self.scope)
+
+    @staticmethod
+    def report_stale(stale: list[PendingSpend], rules: ReplayRules) -> None:
+        """Say once per replay that entries were too old to send, and are left alone."""
+        if stale:
+            logger.warning(
+                "%d pending spend(s) are older than max_age (%s) and were not sent, since the "
+                "server may have forgotten their references; the oldest is %s x%s "
+                "(reference=%s). They stay in the journal %s",
+                len(stale),
+                rules.max_age,
+                stale[0].tool,
+                stale[0].units,
+                stale[0].reference,
+                "until settled by hand or replayed with a larger max_age",
+            )
 
     @staticmethod
     def replay_failed(spend: PendingSpend, error: AmaiError) -> None:
