@@ -3,6 +3,8 @@
 - `api`: a respx router answering like the API, for in-process tests (`tests/answers.py`).
 - `loopback`: the SDK's own `FakeAmaiServer` on a real socket, for what only a wire shows.
 - `harness`: runs one test body against the sync and the async client.
+- `postgres_server`, `postgres_url`: a real PostgreSQL server and a fresh database on it
+  (`tests/postgres.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from amaimedia import AmaiClient, AsyncAmaiClient
 from amaimedia.testing import FakeAmaiServer
 
 from .answers import KEY, api_router
+from .postgres import postgres_server, postgres_url  # noqa: F401 (fixtures, registered here)
 
 Client = AmaiClient | AsyncAmaiClient
 
