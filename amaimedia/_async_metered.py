@@ -115,11 +115,10 @@ async def _charge(client: AsyncAmaiClient, journal: ScopedJournal | None, meter:
     meter.state = "charging"
     entry = owned = None
     if journal is not None:
-        entry = await run_in_thread(journal.add, meter.tool, meter.units, meter.reference)
-        # If a replay elsewhere holds the entry, this spend still goes out (the server
-        # charges a reference once) and the replay settles the entry.
-        if entry is not None and await claim_in_thread(journal.claim, journal.release, entry):
-            owned = entry
+        entry, claimed = await claim_in_thread(
+            journal.add, journal.undo_add, meter.tool, meter.units, meter.reference
+        )
+        owned = entry if claimed else None
     try:
         charge = await client.spend(meter.tool, meter.units, reference=meter.reference)
     except AmaiError as exc:
@@ -153,7 +152,8 @@ async def areplay_journal(
         spend = entry.spend
         if not rules.sort(spend, report, now):
             continue
-        if not await claim_in_thread(journal.claim_pending, journal.release, entry.id):
+        undo = functools.partial(journal.undo_claim, entry.id)
+        if not await claim_in_thread(journal.claim_pending, undo, entry.id):
             report.held.append(spend)
             continue
         try:

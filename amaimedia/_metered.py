@@ -117,11 +117,10 @@ def _charge(client: AmaiClient, journal: ScopedJournal | None, meter: Meter) -> 
     meter.state = "charging"
     entry = owned = None
     if journal is not None:
-        entry = run_inline(journal.add, meter.tool, meter.units, meter.reference)
-        # If a replay elsewhere holds the entry, this spend still goes out (the server
-        # charges a reference once) and the replay settles the entry.
-        if entry is not None and claim_inline(journal.claim, journal.release, entry):
-            owned = entry
+        entry, claimed = claim_inline(
+            journal.add, journal.undo_add, meter.tool, meter.units, meter.reference
+        )
+        owned = entry if claimed else None
     try:
         charge = client.spend(meter.tool, meter.units, reference=meter.reference)
     except AmaiError as exc:
@@ -155,7 +154,8 @@ def replay_journal(
         spend = entry.spend
         if not rules.sort(spend, report, now):
             continue
-        if not claim_inline(journal.claim_pending, journal.release, entry.id):
+        undo = functools.partial(journal.undo_claim, entry.id)
+        if not claim_inline(journal.claim_pending, undo, entry.id):
             report.held.append(spend)
             continue
         try:

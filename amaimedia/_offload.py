@@ -39,30 +39,30 @@ def run_inline(function: Callable[..., _T], *args: object) -> _T:
 
 
 async def claim_in_thread(
-    claim: Callable[[int], bool], release: Callable[[int], None], entry: int
-) -> bool:
-    """Take a journal claim in a worker thread, and never strand it.
+    take: Callable[..., _T], undo: Callable[[_T], None], *args: object
+) -> _T:
+    """Take a journal claim in a worker thread (`take(*args)`), and never strand it.
 
     A caller cancelled while the claim is being taken cannot be told it holds it: when
-    the thread then succeeds, the claim is given back at once (in a thread too), so that
-    the entry stays free for a replay.
+    the thread finishes anyway, `undo(result)` runs (in a thread too) to give back what
+    it took, so that the entry stays free for a replay.
     """
     loop = asyncio.get_running_loop()
     context = contextvars.copy_context()
-    future = loop.run_in_executor(None, functools.partial(context.run, claim, entry))
+    future = loop.run_in_executor(None, functools.partial(context.run, take, *args))
     try:
         return await asyncio.shield(future)
     except BaseException:
 
-        def give_back(done: asyncio.Future[bool]) -> None:
-            if not done.cancelled() and done.exception() is None and done.result():
-                threading.Thread(target=release, args=(entry,), daemon=True).start()
+        def give_back(done: asyncio.Future[_T]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                threading.Thread(target=undo, args=(done.result(),), daemon=True).start()
 
         future.add_done_callback(give_back)
         raise
 
 
-def claim_inline(claim: Callable[[int], bool], release: Callable[[int], None], entry: int) -> bool:
+def claim_inline(take: Callable[..., _T], undo: Callable[[_T], None], *args: object) -> _T:
     """The sync twin of `claim_in_thread`: take the claim here and now."""
-    del release
-    return claim(entry)
+    del undo
+    return take(*args)

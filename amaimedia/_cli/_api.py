@@ -1,4 +1,7 @@
-"""`amaimedia check` and `amaimedia spend`: one call of the public client each."""
+"""`amaimedia check` and `amaimedia spend`: one call of the public client each.
+
+Also what `replay` shares with them: where the key comes from, and how an error is told.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from amaimedia._constants import ENV_API_KEY
 from ._console import Console, fail
 from ._exit_codes import ExitCode, exit_code_for, is_tls_failure
 
-__all__ = ["call_api"]
+__all__ = ["call_api", "hint_refused_key", "read_api_key", "report_error"]
 
 # After these, a spend may have charged without the answer arriving.
 _UNCLEAR_OUTCOME: Final = (APIConnectionError, ServerError, APIResponseValidationError)
@@ -32,14 +35,8 @@ _UNCLEAR_OUTCOME: Final = (APIConnectionError, ServerError, APIResponseValidatio
 
 def call_api(args: argparse.Namespace) -> int:
     """Run `check` or `spend` as the arguments say, and print the outcome."""
-    if args.api_key_stdin:
-        key = _read_key()
-        missing = "no API key: --api-key-stdin read an empty line"
-    else:
-        key = os.environ.get(ENV_API_KEY, "")
-        missing = f"no API key: set {ENV_API_KEY}, or pipe the key to --api-key-stdin"
-    if not key:
-        fail(missing)
+    key = read_api_key(args)
+    if key is None:
         return ExitCode.AUTH
     console = Console(key)
     try:
@@ -61,13 +58,31 @@ def call_api(args: argparse.Namespace) -> int:
         console.err(str(exc))
         return ExitCode.USAGE
     except AmaiError as exc:
-        return _report(console, args, exc)
+        return report_error(console, args, exc)
     except KeyboardInterrupt:
         console.err("interrupted")
         return ExitCode.INTERRUPTED
     if args.command == "check":
         return _show_quote(console, args, quote)
     return _show_charge(console, args, charge)
+
+
+def read_api_key(args: argparse.Namespace) -> str | None:
+    """The key, from stdin with `--api-key-stdin`, else from `AMAI_API_KEY`.
+
+    Returns:
+        The key, or `None` when there is none; the error line is printed then.
+    """
+    if args.api_key_stdin:
+        key = _read_key()
+        missing = "no API key: --api-key-stdin read an empty line"
+    else:
+        key = os.environ.get(ENV_API_KEY, "")
+        missing = f"no API key: set {ENV_API_KEY}, or pipe the key to --api-key-stdin"
+    if not key:
+        fail(missing)
+        return None
+    return key
 
 
 def _read_key() -> str:
@@ -100,14 +115,11 @@ def _show_charge(console: Console, args: argparse.Namespace, charge: Charge) -> 
     return ExitCode.OK
 
 
-def _report(console: Console, args: argparse.Namespace, exc: AmaiError) -> int:
+def report_error(console: Console, args: argparse.Namespace, exc: AmaiError) -> int:
+    """Print `exc` and the hint that goes with it; return its exit status."""
     console.err(str(exc))
     if isinstance(exc, AuthenticationError):
-        source = "the key read from stdin" if args.api_key_stdin else ENV_API_KEY
-        console.err(
-            f"check {source}; a revoked key must be replaced at amaimedia.com/account",
-            label="hint",
-        )
+        hint_refused_key(console, args)
     elif is_tls_failure(exc):
         console.err(
             "the server's certificate is not trusted: if your network signs TLS with its "
@@ -121,3 +133,12 @@ def _report(console: Console, args: argparse.Namespace, exc: AmaiError) -> int:
             label="hint",
         )
     return exit_code_for(exc)
+
+
+def hint_refused_key(console: Console, args: argparse.Namespace) -> None:
+    """The hint after a 401: which key to check, and where to replace a revoked one."""
+    source = "the key read from stdin" if args.api_key_stdin else ENV_API_KEY
+    console.err(
+        f"check {source}; a revoked key must be replaced at amaimedia.com/account",
+        label="hint",
+    )

@@ -32,7 +32,40 @@ class Console:
 
     def err(self, text: str, *, label: str = "error") -> None:
         """One `amaimedia: <label>: <text>` line on stderr."""
-        print(f"{PROG}: {label}: {text}".replace(self._key, _REDACTED), file=sys.stderr)
+        self.note(f"{label}: {text}")
+
+    def note(self, text: str) -> None:
+        """One `amaimedia: <text>` line on stderr, such as what a long run is doing."""
+        print(f"{PROG}: {text}".replace(self._key, _REDACTED), file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def key_kept_out_of_logs(self) -> Iterator[None]:
+        """Blank the key out of the SDK's log records too, for as long as this lasts.
+
+        For a command that runs long and lets the SDK log its warnings (which quote the
+        errors, and so whatever a server echoed) wherever logging sends them.
+        """
+        blank = _BlankKey(self._key)
+        logger.addFilter(blank)
+        try:
+            yield
+        finally:
+            logger.removeFilter(blank)
+
+
+class _BlankKey(logging.Filter):
+    """A filter of the `amaimedia` logger that writes its records without the key."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self._key = key
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self._key in message:
+            record.msg = message.replace(self._key, _REDACTED)
+            record.args = None
+        return True
 
 
 def fail(text: str) -> None:

@@ -24,7 +24,8 @@ class ExitCode(IntEnum):
 
     `ExitCode.AUTH.meaning` is the line of the help text; the members are:
     `OK` 0, `ERROR` 1, `USAGE` 2, `AUTH` 3, `INSUFFICIENT_CREDITS` 4, `FORBIDDEN` 5,
-    `RATE_LIMITED` 6, `CONNECTION` 7, `TLS` 8, `INTERRUPTED` 130.
+    `RATE_LIMITED` 6, `CONNECTION` 7, `TLS` 8, `PENDING` 9, `JOURNAL` 10,
+    `INTERRUPTED` 130.
     """
 
     meaning: str
@@ -44,7 +45,9 @@ class ExitCode(IntEnum):
     RATE_LIMITED = 6, "rate limited (429), after the retries"
     CONNECTION = 7, "no answer: connection refused or reset, or timeout"
     TLS = 8, "TLS: the server's certificate could not be verified (see SSL_CERT_FILE)"
-    INTERRUPTED = 130, "interrupted (Ctrl-C)"
+    PENDING = 9, "replay: spends are left pending (failed again, stale, held or too young)"
+    JOURNAL = 10, "replay: the spend journal cannot be opened or read, or needs psycopg"
+    INTERRUPTED = 130, "interrupted (Ctrl-C; replay --watch: a second signal mid-round)"
 
 
 # Most specific first: the first class that matches decides the exit status.

@@ -1,9 +1,10 @@
-"""The command's arguments: `check`, `spend` and `fake-server`, and their help text."""
+"""The command's arguments: `check`, `spend`, `replay` and `fake-server`, and their help."""
 
 from __future__ import annotations
 
 import argparse
-from typing import get_args
+import math
+from typing import Final, get_args
 
 from amaimedia import ToolName, __version__
 from amaimedia._constants import (
@@ -17,17 +18,26 @@ from amaimedia._constants import (
 from ._console import PROG
 from ._exit_codes import ExitCode
 
-__all__ = ["build_parser"]
+__all__ = ["DEFAULT_INTERVAL", "DEFAULT_REPLAY_MAX_AGE", "build_parser"]
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
 
+# replay: the entries older than this are stale, not sent (7 days, as replay_pending()).
+DEFAULT_REPLAY_MAX_AGE: Final = 7 * 86400
+# replay --watch: the seconds waited after one round before the next.
+DEFAULT_INTERVAL: Final = 30.0
+_DAYS: Final = DEFAULT_REPLAY_MAX_AGE // 86400
+
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of `amaimedia` and its three commands."""
+    """The parser of `amaimedia` and its four commands."""
     epilog = f"{_environment()}\n\n{_exit_codes()}"
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Quote and charge AMAImedia tool costs, or run the offline fake API.",
+        description=(
+            "Quote and charge AMAImedia tool costs, replay the spends a journal kept, "
+            "or run the offline fake API."
+        ),
         epilog=epilog,
         formatter_class=_FORMATTER,
     )
@@ -65,6 +75,22 @@ def build_parser() -> argparse.ArgumentParser:
     spend.add_argument(
         "--reference", metavar="REF", help="idempotency key, such as a job id; default: generated"
     )
+    replay = commands.add_parser(
+        "replay",
+        parents=[verbose],
+        help="send again the spends a journal holds as pending; for cron or a sidecar",
+        description=(
+            "Send again every spend of the key that the spend journal holds as pending "
+            "(a metered block whose spend failed, or a process that died before it was "
+            "sent). Each keeps its reference, so none is charged twice. Entries older "
+            f"than --max-age ({_DAYS} days) are reported as stale and not sent: the API "
+            "may have forgotten their references, and would charge them again. With "
+            "--watch, replays every --interval seconds until SIGINT or SIGTERM."
+        ),
+        epilog=epilog,
+        formatter_class=_FORMATTER,
+    )
+    _replay_arguments(replay)
     fake = commands.add_parser(
         "fake-server",
         parents=[verbose],
@@ -100,29 +126,76 @@ def _api_arguments(verbose: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="amount of work, a positive number (a dub unit is a minute); default 1",
     )
     api.add_argument("--json", action="store_true", help="print the answer as one JSON line")
-    api.add_argument(
+    _client_arguments(api)
+    return api
+
+
+def _replay_arguments(replay: argparse.ArgumentParser) -> None:
+    """`replay`: the journal, the age rules, `--watch`, and the client's settings."""
+    replay.add_argument(
+        "--journal",
+        required=True,
+        metavar="URL_OR_PATH",
+        help="the spend journal: an SQLite file, or a postgresql:// URL",
+    )
+    replay.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep replaying, every --interval seconds, until SIGINT or SIGTERM (exit 0)",
+    )
+    replay.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help=f"with --watch: the wait between rounds; default {DEFAULT_INTERVAL:g}",
+    )
+    replay.add_argument(
+        "--older-than",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="skip entries younger than this: a block may still be running; default 0",
+    )
+    replay.add_argument(
+        "--max-age",
+        type=_max_age,
+        default=DEFAULT_REPLAY_MAX_AGE,
+        metavar="SECONDS",
+        help=(
+            f"entries older than this are stale, not sent; default {DEFAULT_REPLAY_MAX_AGE} "
+            f"({_DAYS} days); 'none' sends all, however old (the API may charge them again)"
+        ),
+    )
+    replay.add_argument(
+        "--json", action="store_true", help="print one JSON object per round, on one line"
+    )
+    _client_arguments(replay)
+
+
+def _client_arguments(parser: argparse.ArgumentParser) -> None:
+    """What every command that calls the API takes: the key's source, and the client's."""
+    parser.add_argument(
         "--api-key-stdin",
         action="store_true",
         help=f"read the key from one line of stdin instead of {ENV_API_KEY}",
     )
-    api.add_argument(
+    parser.add_argument(
         "--base-url", metavar="URL", help=f"the API's root URL (default: ${ENV_BASE_URL})"
     )
-    api.add_argument(
+    parser.add_argument(
         "--timeout",
         type=float,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help=f"per attempt; default {DEFAULT_TIMEOUT:g}",
     )
-    api.add_argument(
+    parser.add_argument(
         "--max-retries",
         type=int,
         default=DEFAULT_MAX_RETRIES,
         metavar="N",
         help=f"retries of 408, 429, 5xx and connection errors; default {DEFAULT_MAX_RETRIES}",
     )
-    return api
 
 
 def _environment() -> str:
@@ -147,6 +220,34 @@ def _number(text: str) -> int | float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _seconds(text: str) -> float:
+    """A duration: a finite number of seconds, 0 or more."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f"seconds are a finite number, 0 or more; got {text}")
+    return seconds
+
+
+def _positive_seconds(text: str) -> float:
+    seconds = _seconds(text)
+    if seconds == 0:
+        raise argparse.ArgumentTypeError("the interval must be more than 0 seconds")
+    return seconds
+
+
+def _max_age(text: str) -> float | None:
+    """Seconds, or `none` for no limit (which an infinite number must not mean by accident)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return _seconds(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; 'none' sends entries however old") from None
 
 
 def _port(text: str) -> int:

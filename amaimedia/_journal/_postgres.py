@@ -2,16 +2,20 @@
 
 Entries live in `amaimedia_spends`, created on first use (with `amaimedia_schema`, which
 records the layout's version) in one transaction under an advisory lock, so that workers
-starting at once take turns. Writes that must survive a crash, the pending entry, commit
-durably on connections of a small per-process pool; the outcome of a spend (done, or a
-failed attempt) commits with `synchronous_commit = off`, since a lost outcome only leads
-to a replay that the API answers without charging again.
+starting at once take turns.
 
 While a worker sends a spend it holds a claim on the entry: a session-level advisory lock
-taken on one connection per process, the claims session. Another worker skips a claimed
-entry. PostgreSQL drops a session's locks when its connection ends, so the entries of a
-worker that died (killed, out of memory, its machine gone) can be replayed as soon as the
-server notices, with no lease to wait out.
+on the entry's id, held by one of the process's connections. Another worker skips a
+claimed entry. PostgreSQL drops a session's locks when its connection ends, so the entries
+of a worker that died (killed, out of memory, its machine gone) can be replayed as soon as
+the server notices, with no lease to wait out.
+
+A metered block costs two round trips: one statement writes the pending entry and takes
+its claim (the claim exists before the entry is visible to anyone, so no replay can slip
+in between), and commits durably; one records the outcome with `synchronous_commit =
+off`, then ends the claim, in that order (a replay that takes the claim next sees the
+outcome). A lost outcome only leads to a replay, which the API answers without charging
+again.
 
 The connection string's password never leaves this module: `location` shows the URL
 without it, errors are worded without it, and the frames that held it are cut out of the
@@ -26,10 +30,9 @@ import os
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 
 from amaimedia._exceptions import APIError, SpendJournalError
-from amaimedia._logging import logger
 from amaimedia._tracebacks import forget_frames_holding
 from amaimedia._types import Units
 
@@ -45,8 +48,8 @@ SCHEMA_VERSION: Final = 1
 # schema lock uses the one-key form, a separate key space.
 _NAMESPACE: Final = 0x616D6169
 _SCHEMA_LOCK: Final = 0x616D61696D656469
-# Connections kept open per process for durable writes and reads, beyond the claims one.
-_MAX_IDLE: Final = 8
+# Connections a journal opens per process, unless told otherwise.
+_MAX_CONNECTIONS: Final = 4
 # How long a connection attempt may take when the URL does not say (connect_timeout).
 _CONNECT_TIMEOUT_S: Final = 5
 # Done entries are kept for a while as an audit trail, then pruned when a journal opens.
@@ -89,6 +92,17 @@ ON CONFLICT (scope, tool, reference) DO UPDATE SET
     attempts = 0, last_error = NULL, error_code = NULL
 RETURNING id
 """
+# The entry's claim is taken in the statement that writes it, before it is committed.
+_ADD_AND_CLAIM = f"""
+WITH added AS ({_ADD})
+SELECT id, pg_try_advisory_lock(
+    (%s # (id >> 32))::int,
+    (((id & 4294967295) + 2147483648) %% 4294967296 - 2147483648)::int
+) FROM added
+"""
+_TRY_LOCK = "SELECT pg_try_advisory_lock(%s, %s)"
+_UNLOCK = "SELECT pg_advisory_unlock(%s, %s)"
+_STATE = "SELECT state FROM amaimedia_spends WHERE id = %s FOR UPDATE"
 _PENDING = """
 SELECT id, tool, units, reference, created_at, attempts, last_error, error_code
 FROM amaimedia_spends WHERE scope = %s AND state = 'pending' ORDER BY id
@@ -111,19 +125,29 @@ class PostgresSpendJournal:
     The PostgreSQL implementation of the `SpendJournal` protocol. The table is created on
     first use when it does not exist (the role needs `CREATE` on its schema then, and only
     then). Each process keeps its own connections, opened when first needed: a journal
-    built before `fork()` is safe to use in the children.
+    built before `fork()` is safe to use in the children. Thread-safe.
 
     Args:
         conninfo: A `postgresql://` URL or a libpq `key=value` string. Its password is
             kept out of every repr, log line and error. `connect_timeout` defaults to 5 s.
+        max_connections: How many connections the journal opens in each process, at
+            most. Each metered block in flight needs one for a moment at its start and
+            one at its end; claims stay on the connection that took them.
 
     Raises:
         ImportError: psycopg is not installed.
+        ValueError: `max_connections` is less than 1.
         SpendJournalError: The database cannot be reached, or holds a journal written by a
             newer SDK.
     """
 
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, *, max_connections: int = _MAX_CONNECTIONS) -> None:
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+            raise TypeError(
+                f"max_connections must be an int, got {type(max_connections).__name__}"
+            )
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be 1 or more, got {max_connections}")
         if not isinstance(conninfo, str):
             raise TypeError(
                 f"a PostgreSQL journal needs a connection string, got {type(conninfo).__name__}"
@@ -151,12 +175,11 @@ class PostgresSpendJournal:
         params.setdefault("application_name", "amaimedia")
         self._params = params
         self.location = _location(params)
-        self._lock = threading.Lock()
-        self._pid = -1
-        self._idle: list[psycopg.Connection[Any]] = []
-        self._claims: _Claims | None = None
-        with self._connection("open") as db, db.transaction():
-            _prepare(db)
+        self._max_connections = max_connections
+        self._pools: dict[int, _Sessions] = {}
+        self._pools_lock = threading.Lock()
+        with self._session("open") as session, session.db.transaction():
+            _prepare(session.db)
 
     def __repr__(self) -> str:
         return f"PostgresSpendJournal({self.location!r})"
@@ -167,67 +190,44 @@ class PostgresSpendJournal:
 
     # -- connections -----------------------------------------------------------------
 
+    def _sessions(self) -> _Sessions:
+        """This process's connections.
+
+        A child of `fork()` starts with none. The parent's are dropped there, not
+        closed: psycopg never ends a session from a process other than the one that
+        opened it, so the parent's connections, and the claims they hold, stay intact.
+        """
+        pid = os.getpid()
+        with self._pools_lock:
+            sessions = self._pools.get(pid)
+            if sessions is None:
+                self._pools = {pid: (sessions := _Sessions(self._connect, self._max_connections))}
+            return sessions
+
     def _connect(self) -> psycopg.Connection[Any]:
         connection: psycopg.Connection[Any] = _psycopg().connect(**self._params, autocommit=True)
         return connection
 
-    def _in_this_process(self) -> None:
-        """Forget connections inherited across `fork()`: they are the parent's sessions.
-
-        They are dropped, not closed: psycopg never ends a session from a process other
-        than the one that opened it, so the parent's connections stay intact.
-        """
-        pid = os.getpid()
-        if self._pid != pid:
-            self._pid = pid
-            self._idle = []
-            self._claims = None
-
     @contextlib.contextmanager
-    def _connection(self, what: str) -> Iterator[psycopg.Connection[Any]]:
-        """A connection of the pool for one operation, put back when it went well."""
+    def _session(self, what: str, entry: EntryId | None = None) -> Iterator[_Session]:
+        """A connection for one operation: the one holding `entry`'s claim, or any free one.
+
+        A connection that failed is closed and forgotten, with the claims it held.
+        """
         psycopg = _psycopg()
-        with self._lock:
-            self._in_this_process()
-            db = self._idle.pop() if self._idle else None
+        sessions = self._sessions()
         try:
-            if db is None:
-                db = self._connect()
-            yield db
+            with sessions.use(entry) as session:
+                yield session
         except psycopg.Error as exc:
-            if db is not None:
-                db.close()
             raise self._error(what, exc) from exc
-        except BaseException:
-            if db is not None:
-                db.close()
-            raise
-        with self._lock:
-            if self._pid == os.getpid() and len(self._idle) < _MAX_IDLE and not db.closed:
-                self._idle.append(db)
-                return
-        db.close()
 
     def close(self) -> None:
         """Close this process's connections; the journal reconnects when used again.
 
-        Claims held end with the claims session.
+        The claims they held end with them.
         """
-        with self._lock:
-            self._in_this_process()
-            idle, self._idle = self._idle, []
-            claims, self._claims = self._claims, None
-        for db in idle:
-            db.close()
-        if claims is not None:
-            claims.close()
-
-    def _claims_session(self) -> _Claims:
-        with self._lock:
-            self._in_this_process()
-            if self._claims is None:
-                self._claims = _Claims(self._connect)
-            return self._claims
+        self._sessions().close()
 
     # -- errors ----------------------------------------------------------------------
 
@@ -244,21 +244,6 @@ class PostgresSpendJournal:
             message = message.replace(secret, "***")
         return message.strip()
 
-    def _run(self, what: str, sql: str, parameters: tuple[object, ...]) -> list[tuple[Any, ...]]:
-        with self._connection(what) as db:
-            cursor = db.execute(sql, parameters)
-            return cursor.fetchall() if cursor.description is not None else []
-
-    def _on_claims(
-        self, what: str, sql: str, parameters: tuple[object, ...]
-    ) -> list[tuple[Any, ...]]:
-        """Run a statement on the claims session."""
-        psycopg = _psycopg()
-        try:
-            return self._claims_session().execute(sql, parameters)
-        except psycopg.Error as exc:
-            raise self._error(what, exc) from exc
-
     # -- the protocol ----------------------------------------------------------------
 
     def add(self, scope: str, tool: str, units: Units, reference: str) -> EntryId:
@@ -267,8 +252,26 @@ class PostgresSpendJournal:
         Writing the same `(scope, tool, reference)` again makes that entry pending again,
         with the new units and a fresh history, rather than adding a second one.
         """
-        rows = self._run("write", _ADD, (scope, tool, json.dumps(units), reference))
-        return int(rows[0][0])
+        with self._session("write") as session:
+            row = session.db.execute(_ADD, (scope, tool, json.dumps(units), reference)).fetchone()
+        assert row is not None  # RETURNING gives the row written
+        return int(row[0])
+
+    def add_and_claim(
+        self, scope: str, tool: str, units: Units, reference: str
+    ) -> tuple[EntryId, bool]:
+        """Commit a pending spend and claim it, in one statement; see `SpendJournal`."""
+        with self._session("write") as session:
+            row = session.db.execute(
+                _ADD_AND_CLAIM, (scope, tool, json.dumps(units), reference, _NAMESPACE)
+            ).fetchone()
+            assert row is not None  # RETURNING gives the row written
+            entry, claimed = int(row[0]), bool(row[1])
+            if claimed and not session.keep(entry):
+                # Another thread of this process holds it; the lock taken was a second one.
+                session.db.execute(_UNLOCK, _lock_keys(entry))
+                claimed = False
+        return entry, claimed
 
     def add_in(
         self,
@@ -284,173 +287,246 @@ class PostgresSpendJournal:
         """
         psycopg = _psycopg()
         try:
-            cursor = connection.execute(_ADD, (scope, tool, json.dumps(units), reference))
-            row = cursor.fetchone()
+            row = connection.execute(_ADD, (scope, tool, json.dumps(units), reference)).fetchone()
+        except psycopg.Error as exc:
+            raise self._error("write", exc) from exc
+        assert row is not None  # RETURNING gives the row written
+        return int(row[0])
+
+    async def add_in_async(
+        self,
+        connection: psycopg.AsyncConnection[Any],
+        scope: str,
+        tool: str,
+        units: Units,
+        reference: str,
+    ) -> EntryId:
+        """`add_in` on an async connection: the write awaits, the event loop runs on."""
+        psycopg = _psycopg()
+        try:
+            cursor = await connection.execute(_ADD, (scope, tool, json.dumps(units), reference))
+            row = await cursor.fetchone()
         except psycopg.Error as exc:
             raise self._error("write", exc) from exc
         assert row is not None  # RETURNING gives the row written
         return int(row[0])
 
     def mark_done(self, entry: EntryId, charged: int) -> None:
-        """Record that the server confirmed the spend, and give back this process's claim.
+        """Record that the server confirmed the spend, and end this process's claim.
 
-        One round trip: the update, and the end of the claim if this process holds it
-        (the `release` that follows then has nothing left to do).
+        The `release` that follows has nothing left to do.
         """
-        self._settle(
-            entry,
-            "UPDATE amaimedia_spends SET state = 'done', charged = %s, done_at = now() "
-            "WHERE id = %s",
-            (charged, entry),
-        )
+        self._settle(entry, f"state = 'done', charged = {int(charged)}, done_at = now()")
 
     def mark_failed(self, entry: EntryId, error: BaseException) -> None:
-        """Record a failed attempt, and give back this process's claim; it stays pending."""
+        """Record a failed attempt, and end this process's claim; the entry stays pending."""
         code = error.error if isinstance(error, APIError) else None
         self._settle(
-            entry,
-            "UPDATE amaimedia_spends SET attempts = attempts + 1, last_error = %s, "
-            "error_code = %s WHERE id = %s",
-            (str(error), code, entry),
+            entry, "attempts = attempts + 1, last_error = {}, error_code = {}", str(error), code
         )
 
-    def _settle(self, entry: EntryId, sql: str, parameters: tuple[object, ...]) -> None:
-        psycopg = _psycopg()
-        try:
-            self._claims_session().settle(entry, sql, parameters)
-        except psycopg.Error as exc:
-            raise self._error("write", exc) from exc
+    def _settle(self, entry: EntryId, change: str, *texts: str | None) -> None:
+        """Update an entry without waiting for the disk, then end its claim if held here.
+
+        One round trip: a transaction whose commit does not wait for the WAL flush, then
+        the unlock, after the commit. `change` is SQL made of numbers only, with a `{}`
+        for each of `texts`, which are quoted by the driver.
+        """
+        with self._session("write", entry) as session:
+            if texts:
+                sql = _psycopg().sql
+                literals = [sql.Literal(text).as_string(session.db) for text in texts]
+                change = change.format(*literals)
+            statement = (
+                "BEGIN; SET LOCAL synchronous_commit = off; "
+                f"UPDATE amaimedia_spends SET {change} WHERE id = {int(entry)}; COMMIT"
+            )
+            if session.lets_go(entry):
+                statement += "; SELECT pg_advisory_unlock({}, {})".format(*_lock_keys(entry))
+            session.db.execute(statement.encode())
 
     def pending(self, scope: str) -> list[JournalEntry]:
         """The pending entries of one scope, oldest first."""
-        return [_entry(row) for row in self._run("read", _PENDING, (scope,))]
-
-    def is_pending(self, entry: EntryId) -> bool:
-        """Whether an entry is still pending (another worker may have settled it)."""
-        rows = self._on_claims(
-            "read", "SELECT state FROM amaimedia_spends WHERE id = %s", (entry,)
-        )
-        return bool(rows) and rows[0][0] == "pending"
+        with self._session("read") as session:
+            rows = session.db.execute(_PENDING, (scope,)).fetchall()
+        return [_entry(row) for row in rows]
 
     def claim(self, entry: EntryId) -> bool:
         """Take the exclusive right to send an entry; `False` if someone else holds it."""
-        psycopg = _psycopg()
-        try:
-            return self._claims_session().acquire(entry)
-        except psycopg.Error as exc:
-            raise self._error("claim an entry of", exc) from exc
+        with self._session("claim an entry of") as session:
+            return session.claim(entry)
 
     def claim_pending(self, entry: EntryId) -> bool:
-        """Claim an entry if it is still pending; `False` if it is taken or settled."""
-        if not self.claim(entry):
-            return False
-        try:
-            if self.is_pending(entry):
+        """Claim an entry if it is still pending; `False` if it is taken or settled.
+
+        The state is read after the claim, with `FOR UPDATE`: an outcome being written by
+        the worker that just let the entry go is waited for, never read stale.
+        """
+        with self._session("claim an entry of") as session:
+            if not session.claim(entry):
+                return False
+            try:
+                row = session.db.execute(_STATE, (entry,)).fetchone()
+            except BaseException:
+                session.let_go(entry)
+                raise
+            if row is not None and row[0] == "pending":
                 return True
-        except BaseException:
-            self.release(entry)
-            raise
-        self.release(entry)
-        return False
+            session.let_go(entry)
+            return False
 
     def release(self, entry: EntryId) -> None:
-        """Give a claim back. A claims session that was lost held nothing any more."""
-        with self._lock:
-            self._in_this_process()
-            claims = self._claims
-        if claims is not None:
-            claims.release(entry)
+        """Give a claim back. A connection that was lost held nothing any more."""
+        sessions = self._sessions()
+        if not sessions.holds(entry):
+            return
+        with contextlib.suppress(SpendJournalError), self._session("release", entry) as session:
+            session.let_go(entry)
 
 
-class _Claims:
-    """The claims session of one process: advisory locks, and which of them are held.
+class _Session:
+    """One connection of a process, and the claims it holds."""
 
-    PostgreSQL lets one session take the same advisory lock twice, so the threads of a
-    process also check `held`, under a lock that serializes the session's use. When the
-    session is lost (the server restarted), its locks are gone; the next use reconnects,
-    and takes the claims still held by this process's threads again where it can.
+    __slots__ = ("busy", "claims", "db", "sessions")
+
+    def __init__(self, db: psycopg.Connection[Any], sessions: _Sessions) -> None:
+        self.db = db
+        self.sessions = sessions
+        self.claims: set[EntryId] = set()
+        self.busy = True
+
+    def keep(self, entry: EntryId) -> bool:
+        """Record a claim this connection took; `False` if another of ours holds it."""
+        return self.sessions.record(entry, self)
+
+    def claim(self, entry: EntryId) -> bool:
+        """Take a claim on this connection, unless this process or another holds it."""
+        if self.sessions.holds(entry):
+            return False
+        row = self.db.execute(_TRY_LOCK, _lock_keys(entry)).fetchone()
+        if not (row and row[0]):
+            return False
+        if not self.keep(entry):
+            self.db.execute(_UNLOCK, _lock_keys(entry))
+            return False
+        return True
+
+    def lets_go(self, entry: EntryId) -> bool:
+        """Forget a claim about to be ended in a statement; whether this one held it."""
+        return self.sessions.forget(entry, self)
+
+    def let_go(self, entry: EntryId) -> None:
+        """End a claim this connection holds."""
+        if self.lets_go(entry):
+            self.db.execute(_UNLOCK, _lock_keys(entry))
+
+
+class _Sessions:
+    """The connections of one journal in one process, at most `limit` of them.
+
+    A claim lives on the connection that took it, so the claim's end must go through
+    that same connection: `use(entry)` waits for it. Other operations take any idle
+    connection, or open one while under the limit. A connection that failed is closed
+    and forgotten, and its claims with it (PostgreSQL ended them with the session).
     """
 
-    def __init__(self, connect: Any) -> None:
+    def __init__(self, connect: Any, limit: int) -> None:
         self._connect = connect
-        self._lock = threading.Lock()
-        self._held: set[EntryId] = set()
-        self._db: psycopg.Connection[Any] | None = None
+        self._limit = limit
+        self._all: list[_Session] = []
+        self._holders: dict[EntryId, _Session] = {}
+        self._opening = 0
+        self._changed = threading.Condition(threading.Lock())
 
-    def _session(self) -> psycopg.Connection[Any]:
-        db = self._db
-        if db is not None and not db.closed and not db.broken:
-            return db
-        db = self._db = cast("psycopg.Connection[Any]", self._connect())
-        db.execute("SET synchronous_commit = off")
-        for entry in list(self._held):
-            if not _try_lock(db, entry):
-                logger.warning(
-                    "the claim on spend journal entry %s was lost when the database "
-                    "connection ended, and another worker has taken it",
-                    entry,
-                )
-                self._held.discard(entry)
-        return db
+    def holds(self, entry: EntryId) -> bool:
+        with self._changed:
+            return entry in self._holders
 
-    def execute(self, sql: str, parameters: tuple[object, ...]) -> list[tuple[Any, ...]]:
-        with self._lock:
-            cursor = self._session().execute(sql, parameters)
-            return cursor.fetchall() if cursor.description is not None else []
-
-    def settle(self, entry: EntryId, sql: str, parameters: tuple[object, ...]) -> None:
-        """Run an update of `entry`; end its claim in the same statement if it is held."""
-        with self._lock:
-            db = self._session()
-            if entry not in self._held:
-                db.execute(sql, parameters)
-                return
-            self._held.discard(entry)
-            db.execute(
-                f"WITH settled AS ({sql} RETURNING id) SELECT pg_advisory_unlock(%s, %s)",
-                (*parameters, *_lock_keys(entry)),
-            )
-
-    def acquire(self, entry: EntryId) -> bool:
-        with self._lock:
-            if entry in self._held or not _try_lock(self._session(), entry):
+    def record(self, entry: EntryId, session: _Session) -> bool:
+        with self._changed:
+            if entry in self._holders:
                 return False
-            self._held.add(entry)
+            self._holders[entry] = session
+            session.claims.add(entry)
             return True
 
-    def release(self, entry: EntryId) -> None:
-        psycopg = _psycopg()
-        with self._lock:
-            if entry not in self._held:
-                return
-            self._held.discard(entry)
-            db = self._db
-            if db is None or db.closed or db.broken:
-                return  # the session ended, and its locks with it
-            try:
-                db.execute("SELECT pg_advisory_unlock(%s, %s)", _lock_keys(entry))
-            except psycopg.Error as exc:
-                # Either the session is gone (and the lock with it) or it will be closed.
-                logger.debug("could not release a spend journal claim: %s", exc)
-                db.close()
+    def forget(self, entry: EntryId, session: _Session) -> bool:
+        with self._changed:
+            if self._holders.get(entry) is not session:
+                return False
+            del self._holders[entry]
+            session.claims.discard(entry)
+            return True
+
+    @contextlib.contextmanager
+    def use(self, entry: EntryId | None) -> Iterator[_Session]:
+        session = self._take(entry)
+        try:
+            yield session
+        except BaseException:
+            if session.db.broken or session.db.closed:
+                self._drop(session)
+            else:
+                self._put_back(session)
+            raise
+        self._put_back(session)
+
+    def _take(self, entry: EntryId | None) -> _Session:
+        with self._changed:
+            while True:
+                holder = None if entry is None else self._holders.get(entry)
+                if holder is not None:
+                    if not holder.busy:
+                        holder.busy = True
+                        return holder
+                else:
+                    for session in self._all:
+                        if not session.busy:
+                            session.busy = True
+                            return session
+                    if len(self._all) + self._opening < self._limit:
+                        self._opening += 1
+                        break
+                self._changed.wait()
+        try:
+            db = self._connect()
+        finally:
+            with self._changed:
+                self._opening -= 1
+                self._changed.notify_all()
+        session = _Session(db, self)
+        with self._changed:
+            self._all.append(session)
+        return session
+
+    def _put_back(self, session: _Session) -> None:
+        with self._changed:
+            session.busy = False
+            self._changed.notify_all()
+
+    def _drop(self, session: _Session) -> None:
+        with self._changed:
+            if session in self._all:
+                self._all.remove(session)
+            for entry in session.claims:
+                self._holders.pop(entry, None)
+            session.claims.clear()
+            self._changed.notify_all()
+        session.db.close()
 
     def close(self) -> None:
-        with self._lock:
-            self._held.clear()
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        with self._changed:
+            sessions, self._all = self._all, []
+            self._holders.clear()
+            self._changed.notify_all()
+        for session in sessions:
+            session.db.close()
 
 
 def _lock_keys(entry: EntryId) -> tuple[int, int]:
     """The two 32-bit advisory lock keys of an entry, distinct for every 63-bit id."""
     low = entry & 0xFFFFFFFF
     return _NAMESPACE ^ (entry >> 32), low - (1 << 32) if low >= 1 << 31 else low
-
-
-def _try_lock(db: psycopg.Connection[Any], entry: EntryId) -> bool:
-    row = db.execute("SELECT pg_try_advisory_lock(%s, %s)", _lock_keys(entry)).fetchone()
-    return bool(row and row[0])
 
 
 def _prepare(db: psycopg.Connection[Any]) -> None:

@@ -86,6 +86,16 @@ class SpendJournal(Protocol):
         """
         ...
 
+    def add_and_claim(
+        self, scope: str, tool: str, units: Units, reference: str
+    ) -> tuple[EntryId, bool]:
+        """`add`, and `claim` the entry, so that no replay can take it in between.
+
+        Returns the entry and whether the claim was taken (`False` if someone else
+        holds it). The entry, once visible to other workers, is already claimed.
+        """
+        ...
+
     def mark_done(self, entry: EntryId, charged: int) -> None:
         """Record that the server confirmed the spend."""
         ...

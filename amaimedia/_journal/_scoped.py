@@ -10,6 +10,7 @@ outcome is logged, never raised over the outcome itself.
 from __future__ import annotations
 
 import hashlib
+from typing import TypeAlias
 
 import httpx
 
@@ -21,7 +22,10 @@ from amaimedia._types import Units
 from ._protocol import EntryId, JournalEntry, PendingSpend, SpendJournal
 from ._replay import ReplayRules
 
-__all__ = ["ScopedJournal", "journal_scope"]
+__all__ = ["ScopedJournal", "Written", "journal_scope"]
+
+Written: TypeAlias = "tuple[EntryId | None, bool]"
+"""What `ScopedJournal.add` did: the entry written (or `None`), and whether it is claimed."""
 
 
 def journal_scope(api_key: str, base_url: httpx.URL) -> str:
@@ -56,22 +60,32 @@ class ScopedJournal:
         """Where the backend lives, safe to show."""
         return self.backend.location
 
-    def add(self, tool: str, units: Units, reference: str) -> EntryId | None:
-        """Commit a spend as pending before it is sent; `None` if that failed.
+    def add(self, tool: str, units: Units, reference: str) -> Written:
+        """Commit a spend as pending before it is sent, and claim it for the sender.
 
-        A journal that cannot be written does not stop the spend: sending it is the best
+        Returns the entry (`None` if it could not be written) and whether the caller
+        holds its claim (`False` when a replay elsewhere holds it: the spend still goes
+        out, since the server charges a reference once, and the replay settles it). A
+        journal that cannot be written does not stop the spend: sending it is the best
         chance the charge has. The failure is logged, and a `SpendFailedError` raised
         later says the spend was not journaled.
         """
         try:
-            return self.backend.add(self.scope, tool, units, reference)
+            return self.backend.add_and_claim(self.scope, tool, units, reference)
         except SpendJournalError as exc:
             logger.warning("the spend %s is sent without a journal entry: %s", reference, exc)
-            return None
+            return None, False
 
-    def claim(self, entry: EntryId) -> bool:
-        """Take the right to send `entry`; `False` if a replay elsewhere holds it."""
-        return self.backend.claim(entry)
+    def undo_add(self, written: Written) -> None:
+        """Give back the claim `add` took, for a caller that will not send the spend."""
+        entry, owned = written
+        if owned and entry is not None:
+            self.backend.release(entry)
+
+    def undo_claim(self, entry: EntryId, claimed: bool) -> None:
+        """Give back a claim taken for a caller that will not send the spend."""
+        if claimed:
+            self.backend.release(entry)
 
     def claim_pending(self, entry: EntryId) -> bool:
         """Claim `entry` if it is still pending and nobody else holds it."""

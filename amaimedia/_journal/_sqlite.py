@@ -33,6 +33,14 @@ _BUSY_TIMEOUT_MS = 10_000
 # Done entries are kept for a while as an audit trail, then pruned when a journal opens.
 _KEEP_DONE = timedelta(days=7)
 
+_ADD = (
+    "INSERT INTO spends (scope, tool, units, reference, created_at) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (scope, tool, reference) DO UPDATE SET "
+    "units = excluded.units, state = 'pending', done_at = NULL, charged = NULL, "
+    "attempts = 0, last_error = NULL, error_code = NULL"
+)
+_ENTRY = "SELECT id FROM spends WHERE scope = ? AND tool = ? AND reference = ?"
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spends (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -68,6 +76,7 @@ class SQLiteSpendJournal:
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"spend_journal must be a path, got {type(path).__name__}")
         self.path = Path(path).expanduser().resolve()
+        self._local = threading.local()
         directory_existed = self.path.parent.is_dir()
         existed = self.path.exists()
         try:
@@ -97,14 +106,28 @@ class SQLiteSpendJournal:
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        # A connection per operation: safe from any thread, and across fork.
-        db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        try:
+        """This thread's connection to the file, opened on first use.
+
+        One per thread, since a connection is not shared between threads, and per
+        process: a child of `fork()` opens its own, and never touches (or closes) the
+        parent's. A connection that failed is closed and opened again next time.
+        """
+        mine = getattr(self._local, "connection", None)
+        if mine is not None and mine[0] != os.getpid():
+            _inherited.append(mine[1])  # the parent's: kept, never closed from here
+            mine = None
+        if mine is None:
+            db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             # FULL: a committed entry survives a power cut, not only a killed process.
             db.execute("PRAGMA synchronous=FULL")
+            mine = self._local.connection = (os.getpid(), db)
+        db = mine[1]
+        try:
             yield db
-        finally:
+        except sqlite3.Error:
+            self._local.connection = None
             db.close()
+            raise
 
     def _execute(
         self, what: str, *statements: tuple[str, tuple[object, ...]]
@@ -118,6 +141,20 @@ class SQLiteSpendJournal:
         except sqlite3.Error as exc:
             raise SpendJournalError(f"cannot {what} the spend journal {self.path}: {exc}") from exc
 
+    def _record(self, sql: str, parameters: tuple[object, ...]) -> None:
+        """Write an outcome without waiting for the disk.
+
+        In WAL mode, `synchronous=NORMAL` commits without syncing: the write survives
+        a killed process, and the next durable commit syncs it too. A power cut may lose
+        it, which only leads to a replay that the API answers without charging again.
+        """
+        self._execute(
+            "write",
+            ("PRAGMA synchronous=NORMAL", ()),
+            (sql, parameters),
+            ("PRAGMA synchronous=FULL", ()),
+        )
+
     def add(self, scope: str, tool: str, units: Units, reference: str) -> EntryId:
         """Commit a pending spend, and return its entry id.
 
@@ -126,41 +163,53 @@ class SQLiteSpendJournal:
         """
         rows = self._execute(
             "write",
-            (
-                "INSERT INTO spends (scope, tool, units, reference, created_at) "
-                "VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (scope, tool, reference) DO UPDATE SET "
-                "units = excluded.units, state = 'pending', done_at = NULL, charged = NULL, "
-                "attempts = 0, last_error = NULL, error_code = NULL",
-                (scope, tool, json.dumps(units), reference, _now()),
-            ),
-            (
-                "SELECT id FROM spends WHERE scope = ? AND tool = ? AND reference = ?",
-                (scope, tool, reference),
-            ),
+            (_ADD, (scope, tool, json.dumps(units), reference, _now())),
+            (_ENTRY, (scope, tool, reference)),
         )
         return int(str(rows[0][0]))
 
+    def add_and_claim(
+        self, scope: str, tool: str, units: Units, reference: str
+    ) -> tuple[EntryId, bool]:
+        """Commit a pending spend and claim it before the commit makes it visible."""
+        claimed = False
+        entry: EntryId | None = None
+        try:
+            with self._connect() as db:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.execute(_ADD, (scope, tool, json.dumps(units), reference, _now()))
+                    entry = int(db.execute(_ENTRY, (scope, tool, reference)).fetchone()[0])
+                    claimed = self.claim(entry)
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+        except BaseException as exc:
+            if claimed and entry is not None:
+                self.release(entry)
+            if isinstance(exc, sqlite3.Error):
+                raise SpendJournalError(
+                    f"cannot write the spend journal {self.path}: {exc}"
+                ) from exc
+            raise
+        return entry, claimed
+
     def mark_done(self, entry: EntryId, charged: int) -> None:
-        """Record that the server confirmed the spend."""
-        self._execute(
-            "write",
-            (
-                "UPDATE spends SET state = 'done', charged = ?, done_at = ? WHERE id = ?",
-                (charged, _now(), entry),
-            ),
+        """Record that the server confirmed the spend (lazily: see `_record`)."""
+        self._record(
+            "UPDATE spends SET state = 'done', charged = ?, done_at = ? WHERE id = ?",
+            (charged, _now(), entry),
         )
 
     def mark_failed(self, entry: EntryId, error: BaseException) -> None:
         """Record a failed attempt; the entry stays pending."""
         code = error.error if isinstance(error, APIError) else None
-        self._execute(
-            "write",
-            (
-                "UPDATE spends SET attempts = attempts + 1, last_error = ?, error_code = ? "
-                "WHERE id = ?",
-                (str(error), code, entry),
-            ),
+        self._record(
+            "UPDATE spends SET attempts = attempts + 1, last_error = ?, error_code = ? "
+            "WHERE id = ?",
+            (str(error), code, entry),
         )
 
     def pending(self, scope: str) -> list[JournalEntry]:
@@ -328,6 +377,9 @@ else:  # pragma: no cover - Windows: claims coordinate the threads of one proces
 
 
 _registry: dict[Path, _Claims] = {}
+# Connections a forked child inherited from its parent: closing one there could disturb
+# the parent's use of the file, so the child keeps them, unused, until it exits.
+_inherited: list[sqlite3.Connection] = []
 _registry_lock = threading.Lock()
 
 
