@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -24,14 +24,17 @@ from ._journal import JournalTarget, PendingSpend
 from ._journal._replay import DEFAULT_MAX_AGE, ReplayReport, ReplayRules
 from ._logging import configure_from_env
 from ._metered_base import ReferenceArgument
-from ._models import Charge, Quote, build_models, models_built
+from ._models import Charge, Quote, SpendRequest, build_models, models_built
 from ._offload import run_inline
+from ._references import new_reference
 from ._response import (
     connection_error,
 )
 from ._types import TimeoutTypes, ToolName, Units
 
 if TYPE_CHECKING:
+    import psycopg
+
     from ._types import VerifyTypes
 
 __all__ = ["AmaiClient"]
@@ -247,6 +250,54 @@ class AmaiClient(BaseClient[httpx.Client]):
         """
         arguments = self._metered_arguments(tool, units, reference)
         return MeteredBlock(self, arguments, self._journal)
+
+    def add_pending_spend(
+        self,
+        connection: psycopg.Connection[Any],
+        tool: ToolName | str,
+        units: Units = 1,
+        *,
+        reference: str | None = None,
+    ) -> str:
+        """Owe a spend in your own database transaction: the transactional outbox.
+
+        Writes the spend to the PostgreSQL journal as pending, on `connection` and inside
+        its open transaction, so that your job's result and the spend it owes commit
+        together or not at all. Nothing is sent: after the commit, send it with
+        `replay_pending()`; if the process dies first, any replay (such as
+        `amaimedia replay`) sends it later.
+
+        ```python
+        with conn.transaction():
+            conn.execute("INSERT INTO results ...")
+            client.add_pending_spend(conn, "dub", 3, reference=f"job-{job_id}")
+        client.replay_pending()
+        ```
+
+        Args:
+            connection: A psycopg connection to the journal's database.
+            tool: The tool that did the work.
+            units: The amount of work done, a positive number.
+            reference: Your idempotency key, such as the job's id; one is generated when
+                left out. Writing the same tool and reference again owes it once.
+
+        Returns:
+            The spend's reference.
+
+        Raises:
+            AmaiError: The client keeps no spend journal.
+            TypeError: The journal is not PostgreSQL, `connection` is not a psycopg
+                connection of the right kind, or an argument has the wrong type.
+            ValueError: An argument is impossible; nothing was written.
+            SpendJournalError: The write failed (your transaction is then aborted).
+        """
+        if reference is None:
+            reference = new_reference()
+        body = SpendRequest.from_arguments(tool=tool, units=units, reference=reference)
+        journal = self._require_journal()
+        outbox = journal.outbox(connection, is_async=False)
+        outbox.add_in(connection, journal.scope, body.tool, body.units, body.reference)
+        return body.reference
 
     def pending_spends(self) -> list[PendingSpend]:
         """The spends of this key in the spend journal that the server has not confirmed.

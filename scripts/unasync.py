@@ -31,8 +31,8 @@ PAIRS = [
 RULES = [
     ("from collections.abc import Awaitable, Callable", "from collections.abc import Callable"),
     (
-        "from typing import TYPE_CHECKING, Literal, TypeVar",
-        "from typing import TYPE_CHECKING, TypeVar",
+        "from typing import TYPE_CHECKING, Any, Literal, TypeVar",
+        "from typing import TYPE_CHECKING, Any, TypeVar",
     ),
     ("Callable[[float], Awaitable[None]]", "Callable[[float], None]"),
     ("import asyncio\n", "import time\n"),
@@ -55,6 +55,8 @@ RULES = [
     ("from ._async_client import AsyncAmaiClient", "from ._client import AmaiClient"),
     ("on a coroutine function", "on a plain function"),
     ("run_in_thread", "run_inline"),
+    ("psycopg.AsyncConnection", "psycopg.Connection"),
+    ("add_in_async", "add_in"),
     ("claim_in_thread", "claim_inline"),
     ("run_shielded", "run_inline"),
     ("between tasks", "between threads"),

@@ -1,8 +1,9 @@
-"""The `amaimedia` command: quote and charge from a shell, or run the offline fake API.
+"""The `amaimedia` command: quote, charge and replay from a shell, or run the offline fake.
 
 ```
 amaimedia check chat --units 1
 amaimedia spend dub --units 2.5 --reference job-42
+amaimedia replay --journal /var/lib/app/spends.sqlite3
 amaimedia fake-server --port 8787 --balance 10000
 ```
 
@@ -14,7 +15,7 @@ defaults and names (timeouts, variables) come from `amaimedia._constants`, their
 - `_parser.py`: the arguments and the help text.
 - `_exit_codes.py`: one exit status per class of failure.
 - `_console.py`: output with the key blanked out, and `--verbose`.
-- `_api.py`: `check` and `spend`; `_fake_server.py`: `fake-server`.
+- `_api.py`: `check` and `spend`; `_replay.py`: `replay`; `_fake_server.py`: `fake-server`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ._console import debug_logging
 from ._exit_codes import ExitCode
 from ._fake_server import fake_server
 from ._parser import build_parser
+from ._replay import replay
 
 __all__ = ["ExitCode", "main"]
 
@@ -49,4 +51,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     with debug_logging(args.verbose):
         if args.command == "fake-server":
             return fake_server(args)
+        if args.command == "replay":
+            return replay(args)
         return call_api(args)

@@ -52,6 +52,38 @@ class Console:
         finally:
             logger.removeFilter(blank)
 
+    @contextlib.contextmanager
+    def sdk_warnings(self) -> Iterator[None]:
+        """The SDK's warnings as `amaimedia: warning: ...` lines, when nothing else shows them.
+
+        Only when no handler would take them (no `--verbose`, no `AMAI_LOG`, no logging
+        set up by a program that runs the command in-process): then they would be printed
+        bare, by logging's last resort.
+        """
+        if logger.hasHandlers():
+            yield
+            return
+        handler = _WarningLines(self)
+        logger.addHandler(handler)
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+
+
+class _WarningLines(logging.Handler):
+    """Writes the SDK's warnings and errors as the command's own stderr lines."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.WARNING)
+        self._console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._console.err(record.getMessage(), label=record.levelname.lower())
+        except Exception:
+            self.handleError(record)
+
 
 class _BlankKey(logging.Filter):
     """A filter of the `amaimedia` logger that writes its records without the key."""

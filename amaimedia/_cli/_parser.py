@@ -80,12 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[verbose],
         help="send again the spends a journal holds as pending; for cron or a sidecar",
         description=(
-            "Send again every spend of the key that the spend journal holds as pending "
-            "(a metered block whose spend failed, or a process that died before it was "
-            "sent). Each keeps its reference, so none is charged twice. Entries older "
-            f"than --max-age ({_DAYS} days) are reported as stale and not sent: the API "
-            "may have forgotten their references, and would charge them again. With "
-            "--watch, replays every --interval seconds until SIGINT or SIGTERM."
+            "Send again every spend of the key that the spend journal holds as pending\n"
+            "(a metered block whose spend failed, or a process that died before sending\n"
+            "it). Each keeps its reference, so none is charged twice. Entries older than\n"
+            f"--max-age ({_DAYS} days) are stale: reported, not sent, since the API may have\n"
+            "forgotten their references and would charge them again. With --watch, a\n"
+            "round every --interval seconds until SIGINT or SIGTERM."
         ),
         epilog=epilog,
         formatter_class=_FORMATTER,

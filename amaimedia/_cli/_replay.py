@@ -63,8 +63,9 @@ def replay(args: argparse.Namespace) -> int:
     key = read_api_key(args)
     if key is None:
         return ExitCode.AUTH
-    session = _Session(Console(key), args)
-    with session.console.key_kept_out_of_logs():
+    session = _Session(Console(key), args, key)
+    console = session.console
+    with console.key_kept_out_of_logs(), console.sdk_warnings():
         try:
             if args.watch:
                 return _Watch(session).run()
@@ -92,17 +93,18 @@ def _argument_problem(args: argparse.Namespace) -> str | None:
 class _Fatal(Exception):
     """A failure that ends the command, even a watch; it was printed already."""
 
-    def __init__(self, code: ExitCode) -> None:
-        super().__init__(code.name)
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
         self.code = code
 
 
 class _Session:
     """What the rounds of one run share: the console, the arguments, the hints given."""
 
-    def __init__(self, console: Console, args: argparse.Namespace) -> None:
+    def __init__(self, console: Console, args: argparse.Namespace, key: str) -> None:
         self.console = console
         self.args = args
+        self._key = key
         self._stale_hinted = False
 
     def once(self) -> int:
@@ -128,7 +130,7 @@ class _Session:
             # Without --api-key-stdin the client reads AMAI_API_KEY itself, so that its
             # messages about a malformed key name the variable.
             return AmaiClient(
-                self.args_key(),
+                self._key if args.api_key_stdin else None,
                 base_url=args.base_url,
                 timeout=args.timeout,
                 max_retries=args.max_retries,
@@ -148,16 +150,7 @@ class _Session:
             self.console.err(str(exc))
             raise _Fatal(ExitCode.USAGE) from None
         except AmaiError as exc:
-            raise _Fatal(ExitCode(report_error(self.console, args, exc))) from None
-
-    def args_key(self) -> str | None:
-        """The key to hand the client: the one read from stdin, else its own lookup."""
-        return self._key if self.args.api_key_stdin else None
-
-    @property
-    def _key(self) -> str:
-        key = read_api_key(self.args) if False else None  # never read twice; see replay()
-        return key or self.console.key
+            raise _Fatal(report_error(self.console, args, exc)) from None
 
     def round(self, client: AmaiClient, number: int) -> int:
         """Replay once and print what happened: `OK`, `PENDING`, or `AUTH`.

@@ -273,6 +273,13 @@ class PostgresSpendJournal:
                 claimed = False
         return entry, claimed
 
+    @staticmethod
+    def accepts(connection: object, *, is_async: bool) -> bool:
+        """Whether `add_in` (or `add_in_async`) can write on `connection`."""
+        psycopg = _psycopg()
+        kind = psycopg.AsyncConnection if is_async else psycopg.Connection
+        return isinstance(connection, kind)
+
     def add_in(
         self,
         connection: psycopg.Connection[Any],

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Protocol, TypeAlias, runtime_checkable
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from amaimedia._html import html_table
 from amaimedia._types import Units
 
-__all__ = ["EntryId", "JournalEntry", "PendingSpend", "SpendJournal"]
+__all__ = ["EntryId", "JournalEntry", "PendingSpend", "SpendJournal", "TransactionalJournal"]
 
 EntryId: TypeAlias = int
 """How a backend names one entry: unique within its file or database."""
@@ -122,4 +122,26 @@ class SpendJournal(Protocol):
 
     def release(self, entry: EntryId) -> None:
         """Give a claim back."""
+        ...
+
+
+@runtime_checkable
+class TransactionalJournal(Protocol):
+    """A journal in a database the caller writes to as well: the transactional outbox.
+
+    `add_in` writes a pending spend on the caller's own connection, inside the caller's
+    transaction, so that the work's result and the spend it owes commit together or not
+    at all. PostgreSQL (`_postgres.py`) implements it.
+    """
+
+    def add_in(
+        self, connection: Any, scope: str, tool: str, units: Units, reference: str
+    ) -> EntryId:
+        """Write a pending spend on `connection`, in whatever transaction it has open."""
+        ...
+
+    async def add_in_async(
+        self, connection: Any, scope: str, tool: str, units: Units, reference: str
+    ) -> EntryId:
+        """`add_in` on an async connection."""
         ...

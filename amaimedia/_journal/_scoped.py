@@ -19,7 +19,7 @@ from amaimedia._logging import logger
 from amaimedia._models import Charge
 from amaimedia._types import Units
 
-from ._protocol import EntryId, JournalEntry, PendingSpend, SpendJournal
+from ._protocol import EntryId, JournalEntry, PendingSpend, SpendJournal, TransactionalJournal
 from ._replay import ReplayRules
 
 __all__ = ["ScopedJournal", "Written", "journal_scope"]
@@ -116,6 +116,28 @@ class ScopedJournal:
             logger.warning("could not record the failure of a pending spend: %s", exc)
         finally:
             self.backend.release(entry)
+
+    def outbox(self, connection: object, *, is_async: bool) -> TransactionalJournal:
+        """The backend, for a write in the caller's transaction on `connection`.
+
+        Raises:
+            TypeError: The backend cannot write in the caller's transaction (SQLite), or
+                `connection` is not a connection of its driver of the right kind.
+        """
+        backend = self.backend
+        if not isinstance(backend, TransactionalJournal):
+            raise TypeError(
+                f"add_pending_spend() writes in your own database transaction, which needs "
+                f"a PostgreSQL spend journal; this client's is {backend.location}"
+            )
+        accepts = getattr(backend, "accepts", None)
+        if callable(accepts) and not accepts(connection, is_async=is_async):
+            kind = "psycopg.AsyncConnection" if is_async else "psycopg.Connection"
+            raise TypeError(
+                f"add_pending_spend() needs a {kind} to the journal's database, "
+                f"got {type(connection).__name__}"
+            )
+        return backend
 
     def pending(self) -> list[JournalEntry]:
         """This scope's pending entries, oldest first.
