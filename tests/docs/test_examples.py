@@ -11,13 +11,21 @@ import pytest
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.py"))
-SCRIPTS = [path for path in EXAMPLES if not path.name.startswith("test_")]
+# Examples that need a PostgreSQL database, given to them in DATABASE_URL.
+NEEDS_DATABASE = {"outbox_worker.py"}
+SCRIPTS = [
+    path
+    for path in EXAMPLES
+    if not path.name.startswith("test_") and path.name not in NEEDS_DATABASE
+]
 TEST_FILES = [path for path in EXAMPLES if path.name.startswith("test_")]
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
+def run(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
     # The user's environment, minus any real key: examples must run offline.
     env = {name: value for name, value in os.environ.items() if not name.startswith("AMAI_")}
+    env.pop("DATABASE_URL", None)
+    env.update(variables)
     return subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, timeout=120, check=False, env=env
     )
@@ -25,7 +33,8 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_examples_named_in_the_docs_exist() -> None:
     names = {path.name for path in EXAMPLES}
-    assert {"quickstart.py", "async_batch.py", "own_reference.py", "test_my_app.py"} <= names
+    named = {"quickstart.py", "async_batch.py", "own_reference.py", "test_my_app.py"}
+    assert named | NEEDS_DATABASE <= names
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda path: path.name)
@@ -69,3 +78,22 @@ def test_own_reference_charges_each_job_once_across_a_restart() -> None:
     assert "first run:  died after a43 was charged" in out
     assert "ledger has 3 charges" in out
     assert "ledger:     5 charges, one per job" in out
+
+
+def test_the_outbox_worker_bills_each_saved_result_once(postgres_url: str) -> None:
+    result = run(str(EXAMPLES_DIR / "outbox_worker.py"), DATABASE_URL=postgres_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "s2: failed (the audio of s2 is unreadable); nothing saved, nothing owed" in out
+    assert "died after saving s3, before sending its spend" in out
+    assert "replay: billed 1 spend(s) left owed by the last run" in out
+    assert "results saved: s1, s3, s4, s5" in out
+    assert "ledger: 4 charges, for s1, s3, s4, s5; 0 left owed" in out
+    password = postgres_url.split("//", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    assert password not in out + result.stderr
+
+
+def test_the_outbox_worker_says_what_it_needs_without_a_database() -> None:
+    result = run(str(EXAMPLES_DIR / "outbox_worker.py"))
+    assert result.returncode == 2
+    assert "set DATABASE_URL to a PostgreSQL database" in result.stderr
