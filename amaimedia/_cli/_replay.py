@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from time import sleep
 from types import FrameType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from amaimedia import (
     AmaiClient,
@@ -39,6 +39,9 @@ from ._console import Console, fail
 from ._exit_codes import ExitCode
 from ._parser import DEFAULT_INTERVAL
 
+if TYPE_CHECKING:
+    from amaimedia import PostgresSpendJournal
+
 __all__ = ["replay"]
 
 # The stable error string of a 401: the key itself was refused, and nothing can go through.
@@ -52,6 +55,8 @@ _STALE_HINT: Final = (
     "with a larger --max-age (or --max-age none)"
 )
 _STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+# The URLs a client's spend_journal opens as a PostgreSQL journal; anything else is a file.
+_POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
 
 
 def replay(args: argparse.Namespace) -> int:
@@ -71,7 +76,7 @@ def replay(args: argparse.Namespace) -> int:
                 return _Watch(session).run()
             return session.once()
         except KeyboardInterrupt:
-            session.console.err(
+            console.err(
                 "interrupted; a spend that was in flight stays pending, and a later replay "
                 "sends it with its reference, which never charges twice"
             )
@@ -80,6 +85,8 @@ def replay(args: argparse.Namespace) -> int:
 
 def _argument_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with arguments that are fine one by one, or `None`."""
+    if not args.journal.strip():
+        return "--journal needs the path of an SQLite file, or a postgresql:// URL"
     if args.interval is not None and not args.watch:
         return "--interval needs --watch: without it, replay runs one round and exits"
     if args.max_age is not None and args.older_than > args.max_age:
@@ -110,16 +117,16 @@ class _Session:
     def once(self) -> int:
         """One round, as from cron: its exit status."""
         try:
-            with self.open() as client:
-                return self.round(client, 1)
+            with contextlib.ExitStack() as stack:
+                return self.round(self.open(stack), 1)
         except SpendJournalError as exc:
             self.console.err(str(exc))
             return ExitCode.JOURNAL
         except _Fatal as exc:
             return exc.code
 
-    def open(self) -> AmaiClient:
-        """The client on the journal.
+    def open(self, stack: contextlib.ExitStack) -> AmaiClient:
+        """The client on the journal, both closed by `stack`.
 
         Raises:
             SpendJournalError: The journal cannot be opened (perhaps for now only).
@@ -127,14 +134,15 @@ class _Session:
         """
         args = self.args
         try:
+            journal = self._journal(stack)
             # Without --api-key-stdin the client reads AMAI_API_KEY itself, so that its
             # messages about a malformed key name the variable.
-            return AmaiClient(
+            client = AmaiClient(
                 self._key if args.api_key_stdin else None,
                 base_url=args.base_url,
                 timeout=args.timeout,
                 max_retries=args.max_retries,
-                spend_journal=args.journal,
+                spend_journal=journal,
             )
         except SpendJournalError:
             raise
@@ -151,6 +159,23 @@ class _Session:
             raise _Fatal(ExitCode.USAGE) from None
         except AmaiError as exc:
             raise _Fatal(report_error(self.console, args, exc)) from None
+        return stack.enter_context(client)
+
+    def _journal(self, stack: contextlib.ExitStack) -> str | PostgresSpendJournal:
+        """What the client gets as its `spend_journal`.
+
+        A PostgreSQL journal is opened here, so that its connections are closed when the
+        run ends (a client leaves a journal it opened from a URL open); an SQLite file
+        holds nothing that needs closing, and the client opens it from the path.
+        """
+        target: str = self.args.journal
+        if not target.startswith(_POSTGRES_SCHEMES):
+            return target
+        from amaimedia import PostgresSpendJournal
+
+        journal = PostgresSpendJournal(target)
+        stack.callback(journal.close)
+        return journal
 
     def round(self, client: AmaiClient, number: int) -> int:
         """Replay once and print what happened: `OK`, `PENDING`, or `AUTH`.
@@ -318,11 +343,13 @@ class _Watch:
         """One round; `None` to go on, or the exit status that ends the watch."""
         try:
             if self._client is None:
-                self._client = stack.enter_context(self._session.open())
+                self._client = self._session.open(stack)
                 self._console.note(
                     f"replaying {self._client.spend_journal} every {self._interval:g} s; "
                     "stop with SIGINT or SIGTERM"
                 )
+            if self._signals.stopping:
+                return None  # asked to stop while the journal was opening: send nothing
             code = self._session.round(self._client, number)
         except SpendJournalError as exc:
             # A database restarting, a disk briefly gone: the next round may well work.
