@@ -131,12 +131,16 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             max_retry_after=max_retry_after,
             total_timeout=total_timeout,
         )
-        super().__init__(
-            config,
-            http_client=http_client,
-            transport_options=TransportOptions(verify, proxy, trust_env),
-            spend_journal=spend_journal,
-        )
+        try:
+            super().__init__(
+                config,
+                http_client=http_client,
+                transport_options=TransportOptions(verify, proxy, trust_env),
+                spend_journal=spend_journal,
+            )
+        except BaseException:
+            del spend_journal  # it may hold a password: see open_journal()
+            raise
 
     def _new_http_client(
         self,

@@ -26,6 +26,7 @@ from ._config import (
 )
 from ._deadline import Deadline
 from ._exceptions import AmaiError
+from ._journal import open_journal
 from ._logging import logger
 from ._metered_base import MeteredArguments, ReferenceArgument
 from ._models import Charge, CheckRequest, Quote, SpendRequest
@@ -81,7 +82,11 @@ class BaseClient(Generic[_HttpT]):
                 f"http_client must be an httpx.{expected}, got {type(http_client).__name__}"
             )
         # Opened now, so that a journal that cannot be used fails before any work.
-        self._journal_backend = None if spend_journal is None else _open_journal(spend_journal)
+        try:
+            self._journal_backend = None if spend_journal is None else open_journal(spend_journal)
+        except BaseException:
+            del spend_journal  # it may hold a password: see open_journal()
+            raise
         self._setup(config, http_client, owns_http=owns_http)
 
     def _setup(self, config: ClientConfig, http: _HttpT, *, owns_http: bool) -> None:
@@ -256,7 +261,10 @@ class BaseClient(Generic[_HttpT]):
         return parse
 
     def __repr__(self) -> str:
-        config = self._config
+        config = getattr(self, "_config", None)
+        if config is None:
+            # A constructor that failed halfway: a traceback with its locals shows this.
+            return f"<{type(self).__name__}, not constructed>"
         timeout = config.timeout
         seconds = {timeout.connect, timeout.read, timeout.write, timeout.pool}
         shown = seconds.pop() if len(seconds) == 1 else timeout
@@ -265,13 +273,6 @@ class BaseClient(Generic[_HttpT]):
             f"api_key={config.api_key.hint!r}, timeout={shown!r}, "
             f"max_retries={config.max_retries})"
         )
-
-
-def _open_journal(target: JournalTarget) -> SpendJournal:
-    # Imported here: the journal's backend loads only for clients that keep one.
-    from ._journal import open_journal
-
-    return open_journal(target)
 
 
 def _log_response(response: httpx.Response) -> None:

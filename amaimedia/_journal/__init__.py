@@ -53,14 +53,20 @@ def open_journal(target: JournalTarget) -> SpendJournal:
         SpendJournalError: The journal cannot be used: a corrupt file, a database that
             cannot be reached, a place the process cannot write.
     """
-    if isinstance(target, str) and target.startswith(("postgresql://", "postgres://")):
-        from ._postgres import PostgresSpendJournal
+    try:
+        if isinstance(target, str) and target.startswith(("postgresql://", "postgres://")):
+            from ._postgres import PostgresSpendJournal
 
-        return PostgresSpendJournal(target)
-    if isinstance(target, str | os.PathLike):
-        from ._sqlite import SQLiteSpendJournal
+            return PostgresSpendJournal(target)
+        if isinstance(target, str | os.PathLike):
+            from ._sqlite import SQLiteSpendJournal
 
-        return SQLiteSpendJournal(target)
+            return SQLiteSpendJournal(target)
+    except BaseException:
+        # A connection string may hold a password: the frames of a failure, which error
+        # trackers show with their variables, must not keep it.
+        del target
+        raise
     if isinstance(target, SpendJournal):
         return target
     raise TypeError(

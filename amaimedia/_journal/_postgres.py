@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -162,6 +163,7 @@ class PostgresSpendJournal:
         del conninfo
         if params is None:
             # Before the string is understood, nothing of it is safe to show.
+            del secrets
             raise SpendJournalError(
                 "cannot parse the connection string of a PostgreSQL spend journal (it is not "
                 "shown: it may hold a password); pass a postgresql:// URL or key=value pairs"
@@ -174,7 +176,8 @@ class PostgresSpendJournal:
         params.setdefault("connect_timeout", _CONNECT_TIMEOUT_S)
         params.setdefault("application_name", "amaimedia")
         self._params = params
-        self.location = _location(params)
+        del secrets, params
+        self.location = _location(self._params)
         self._max_connections = max_connections
         self._pools: dict[int, _Sessions] = {}
         self._pools_lock = threading.Lock()
@@ -182,7 +185,8 @@ class PostgresSpendJournal:
             _prepare(session.db)
 
     def __repr__(self) -> str:
-        return f"PostgresSpendJournal({self.location!r})"
+        # Safe on a journal whose constructor failed too (a traceback shows it).
+        return f"PostgresSpendJournal({getattr(self, 'location', '(not opened)')!r})"
 
     def __reduce__(self) -> str | tuple[object, ...]:
         # A pickle would carry the password to wherever it goes.
@@ -201,6 +205,7 @@ class PostgresSpendJournal:
         with self._pools_lock:
             sessions = self._pools.get(pid)
             if sessions is None:
+                _inherited.extend(self._pools.values())
                 self._pools = {pid: (sessions := _Sessions(self._connect, self._max_connections))}
             return sessions
 
@@ -392,15 +397,20 @@ class PostgresSpendJournal:
 
 
 class _Session:
-    """One connection of a process, and the claims it holds."""
+    """One connection of a process, and the claims it holds.
 
-    __slots__ = ("busy", "claims", "db", "sessions")
+    A session that is garbage collected (its journal was) closes its connection, in the
+    process that opened it only.
+    """
+
+    __slots__ = ("__weakref__", "busy", "claims", "db", "sessions")
 
     def __init__(self, db: psycopg.Connection[Any], sessions: _Sessions) -> None:
         self.db = db
         self.sessions = sessions
         self.claims: set[EntryId] = set()
         self.busy = True
+        weakref.finalize(self, _close_in, os.getpid(), db)
 
     def keep(self, entry: EntryId) -> bool:
         """Record a claim this connection took; `False` if another of ours holds it."""
@@ -528,6 +538,16 @@ class _Sessions:
             self._changed.notify_all()
         for session in sessions:
             session.db.close()
+
+
+# The connections of journals a forked child inherited: the parent's sessions, kept
+# unused (never closed, nor collected) for as long as the child lives.
+_inherited: list[_Sessions] = []
+
+
+def _close_in(pid: int, db: psycopg.Connection[Any]) -> None:
+    if os.getpid() == pid:
+        db.close()
 
 
 def _lock_keys(entry: EntryId) -> tuple[int, int]:

@@ -16,6 +16,7 @@ import sqlite3
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -112,21 +113,17 @@ class SQLiteSpendJournal:
         process: a child of `fork()` opens its own, and never touches (or closes) the
         parent's. A connection that failed is closed and opened again next time.
         """
-        mine = getattr(self._local, "connection", None)
-        if mine is not None and mine[0] != os.getpid():
-            _inherited.append(mine[1])  # the parent's: kept, never closed from here
+        mine: _Connection | None = getattr(self._local, "connection", None)
+        if mine is not None and mine.pid != os.getpid():
+            _inherited.append(mine)  # the parent's: kept, never closed from here
             mine = None
         if mine is None:
-            db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-            # FULL: a committed entry survives a power cut, not only a killed process.
-            db.execute("PRAGMA synchronous=FULL")
-            mine = self._local.connection = (os.getpid(), db)
-        db = mine[1]
+            mine = self._local.connection = _Connection(self.path)
         try:
-            yield db
+            yield mine.db
         except sqlite3.Error:
             self._local.connection = None
-            db.close()
+            mine.db.close()
             raise
 
     def _execute(
@@ -311,6 +308,32 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
+class _Connection:
+    """One thread's connection to a journal file.
+
+    It closes when its thread ends or its journal is collected (the thread-local that
+    holds it goes), in the process that opened it only: a forked child never closes its
+    parent's connections.
+    """
+
+    __slots__ = ("__weakref__", "db", "pid")
+
+    def __init__(self, path: Path) -> None:
+        # Used by one thread only; closed from whichever thread collects it.
+        self.db = sqlite3.connect(
+            path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        )
+        # FULL: a committed entry survives a power cut, not only a killed process.
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.pid = os.getpid()
+        weakref.finalize(self, _close_in, self.pid, self.db)
+
+
+def _close_in(pid: int, db: sqlite3.Connection) -> None:
+    if os.getpid() == pid:
+        db.close()
+
+
 class _Claims:
     """The entries this process is sending, for one journal file.
 
@@ -379,7 +402,7 @@ else:  # pragma: no cover - Windows: claims coordinate the threads of one proces
 _registry: dict[Path, _Claims] = {}
 # Connections a forked child inherited from its parent: closing one there could disturb
 # the parent's use of the file, so the child keeps them, unused, until it exits.
-_inherited: list[sqlite3.Connection] = []
+_inherited: list[_Connection] = []
 _registry_lock = threading.Lock()
 
 
