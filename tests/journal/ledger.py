@@ -2,10 +2,11 @@
 
 `Ledger` answers like the API and counts charges on the server's side, so that "charged
 exactly once" is not inferred from the client's. It is the spend route of a respx router
-(`tests/answers.py`): checks answer `QUOTE`, and spends are charged by the ledger. The
-journal file is read with `sqlite3` on a connection of its own, as another process would
-see it. Used by the in-process journal tests (`test_journal.py`) and the ones across
-processes (`tests/wire/test_journal_processes.py`).
+(`tests/answers.py`): checks answer `QUOTE`, and spends are charged by the ledger.
+`rows(path)` reads an SQLite journal file with `sqlite3` on a connection of its own, as
+another process would see it; the in-process tests read either backend through a store
+(`stores.py`). Used by the in-process journal tests (`test_journal.py`) and the ones
+across processes (`tests/wire/test_journal_processes.py`).
 """
 
 from __future__ import annotations
@@ -85,9 +86,10 @@ class Ledger:
         return httpx.Response(200, json=CHARGE)
 
 
-def journal_client(harness: Harness, ledger: Ledger, path: Path, **options: Any) -> Any:
+def journal_client(harness: Harness, ledger: Ledger, target: Path | str, **options: Any) -> Any:
+    """A client on `ledger` that keeps its journal at `target`: a path, or a database URL."""
     http = harness.http_client(ledger.router)
-    return harness.client(http_client=http, spend_journal=path, **options)
+    return harness.client(http_client=http, spend_journal=target, **options)
 
 
 def run_block(
@@ -120,13 +122,14 @@ def leave_pending(harness: Harness, client: Any, ledger: Ledger, *references: st
 
 
 def rows(path: Path) -> list[dict[str, Any]]:
-    """The journal's rows, read on a connection of our own."""
+    """An SQLite journal's rows as stored (units as JSON text, timestamps as ISO text)."""
     with contextlib.closing(sqlite3.connect(path)) as db:
         db.row_factory = sqlite3.Row
         return [dict(row) for row in db.execute("SELECT * FROM spends ORDER BY id")]
 
 
 def entry_id(path: Path, reference: str) -> int:
+    """The id of the one entry with this reference in an SQLite journal."""
     (row,) = [row for row in rows(path) if row["reference"] == reference]
     return int(row["id"])
 
