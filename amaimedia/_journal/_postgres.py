@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import threading
 import weakref
 from collections.abc import Iterator
@@ -353,9 +354,21 @@ class PostgresSpendJournal:
                 "BEGIN; SET LOCAL synchronous_commit = off; "
                 f"UPDATE amaimedia_spends SET {change} WHERE id = {int(entry)}; COMMIT"
             )
-            if session.lets_go(entry):
+            held = session.lets_go(entry)
+            if held:
                 statement += "; SELECT pg_advisory_unlock({}, {})".format(*_lock_keys(entry))
-            session.db.execute(statement.encode())
+            try:
+                session.db.execute(statement.encode())
+            except _psycopg().Error:
+                if not (session.db.broken or session.db.closed):
+                    # The update failed on a live connection: what followed it in the
+                    # string never ran. The transaction it left open is ended, and the
+                    # claim, still held, is this process's again, for `release`.
+                    with contextlib.suppress(_psycopg().Error):
+                        session.db.execute("ROLLBACK")
+                    if held:
+                        session.keep(entry)
+                raise
 
     def pending(self, scope: str) -> list[JournalEntry]:
         """The pending entries of one scope, oldest first."""
@@ -489,6 +502,18 @@ class _Sessions:
         self._put_back(session)
 
     def _take(self, entry: EntryId | None) -> _Session:
+        while True:
+            session = self._take_open(entry)
+            if session is None:
+                break
+            if _alive(session.db):
+                return session
+            # It died while idle (the database restarted): its claims died with it.
+            self._drop(session)
+        return self._open()
+
+    def _take_open(self, entry: EntryId | None) -> _Session | None:
+        """An open connection marked busy, or `None` when a new one may be opened."""
         with self._changed:
             while True:
                 holder = None if entry is None else self._holders.get(entry)
@@ -503,8 +528,10 @@ class _Sessions:
                             return session
                     if len(self._all) + self._opening < self._limit:
                         self._opening += 1
-                        break
+                        return None
                 self._changed.wait()
+
+    def _open(self) -> _Session:
         try:
             db = self._connect()
         finally:
@@ -537,6 +564,11 @@ class _Sessions:
             self._holders.clear()
             self._changed.notify_all()
         for session in sessions:
+            if session.claims and not (session.db.broken or session.db.closed):
+                # Ended now, not when the server gets round to ending the session.
+                with contextlib.suppress(_psycopg().Error):
+                    session.db.execute("SELECT pg_advisory_unlock_all()")
+            session.claims.clear()
             session.db.close()
 
 
@@ -548,6 +580,22 @@ _inherited: list[_Sessions] = []
 def _close_in(pid: int, db: psycopg.Connection[Any]) -> None:
     if os.getpid() == pid:
         db.close()
+
+
+def _alive(db: psycopg.Connection[Any]) -> bool:
+    """Whether an idle connection still has its session, found without a round trip.
+
+    An idle connection has nothing to read: the journal listens for nothing, and every
+    answer is read with its statement. A socket that can be read all the same holds the
+    server's goodbye (it was restarted, or ended the session) or the end of the stream.
+    """
+    if db.closed or db.broken:
+        return False
+    try:
+        readable, _, _ = select.select([db.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
 
 
 def _lock_keys(entry: EntryId) -> tuple[int, int]:

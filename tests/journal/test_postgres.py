@@ -379,6 +379,8 @@ def test_entries_written_and_claimed_at_once_are_never_sent_twice(
         finally:
             stop.set()
             thread.join(DEADLINE)
+            client.close()
+            replayer.close()
         sent = Counter(
             request.body["reference"]
             for request in fake.requests
@@ -431,6 +433,30 @@ def test_a_block_still_charges_while_the_database_is_down(
     assert client.pending_spends() == []
 
 
+def test_connections_left_idle_through_a_restart_are_replaced_before_use(
+    postgres_url: str,
+    restarts_allowed: PostgresServer,
+    fake: FakeAmaiServer,
+    key: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = fake.client(key, spend_journal=postgres_url)
+    with client.metered("chat", reference="before"):
+        pass
+    restarts_allowed.restart()
+
+    with caplog.at_level(logging.WARNING, logger="amaimedia"):
+        with client.metered("chat", reference="after"):
+            pass
+        assert client.pending_spends() == []
+
+    assert caplog.records == []  # journaled as usual: no "sent without a journal entry"
+    assert [(row["reference"], row["state"]) for row in rows(postgres_url)] == [
+        ("before", "done"),
+        ("after", "done"),
+    ]
+
+
 def test_a_spend_that_fails_while_the_database_is_down_says_it_was_not_journaled(
     postgres_url: str, restarts_allowed: PostgresServer, fake: FakeAmaiServer, key: str
 ) -> None:
@@ -446,8 +472,12 @@ def test_a_spend_that_fails_while_the_database_is_down_says_it_was_not_journaled
     assert_clean(info.value, password_of(postgres_url))
 
 
-def test_a_restart_between_the_write_and_the_outcome_leaves_the_entry_to_a_replay(
-    postgres_url: str, restarts_allowed: PostgresServer, fake: FakeAmaiServer, key: str
+def test_a_restart_while_the_spend_is_in_flight_still_records_its_outcome(
+    postgres_url: str,
+    restarts_allowed: PostgresServer,
+    fake: FakeAmaiServer,
+    key: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     restarted: list[bool] = []
 
@@ -457,14 +487,19 @@ def test_a_restart_between_the_write_and_the_outcome_leaves_the_entry_to_a_repla
             restarts_allowed.restart()
 
     client = hooked_client(fake, key, postgres_url, restart)
-    with client.metered("dub", 3, reference="job-1") as meter:
+    with (
+        caplog.at_level(logging.WARNING, logger="amaimedia"),
+        client.metered("dub", 3, reference="job-1") as meter,
+    ):
         pass
+    assert restarted
     assert meter.state == "charged"
-    # The outcome could not be recorded on the connection the restart ended: pending.
-    assert [spend.reference for spend in client.pending_spends()] == ["job-1"]
-    assert [charge.reference for charge in client.replay_pending()] == ["job-1"]
-    assert len(fake.spends) == 1  # the replay charged nothing more
-    assert client.pending_spends() == []
+    # The connection that held the claim died with the restart; the outcome is written
+    # on a new one, and nothing is left to replay.
+    assert caplog.records == []
+    assert [(row["reference"], row["state"]) for row in rows(postgres_url)] == [("job-1", "done")]
+    assert client.replay_pending() == []
+    assert len(fake.spends) == 1
 
 
 # -- fork --------------------------------------------------------------------------------
