@@ -90,6 +90,8 @@ def test_exit_codes_are_a_stable_interface() -> None:
         "RATE_LIMITED": 6,
         "TLS": 8,
         "CONNECTION": 7,
+        "PENDING": 9,
+        "JOURNAL": 10,
         "INTERRUPTED": 130,
     }
 
