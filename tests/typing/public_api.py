@@ -7,8 +7,12 @@ checking (a lost return type, an Any leaking out) fails CI like a failing test.
 from __future__ import annotations
 
 import ssl
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import httpx
+import psycopg
 from typing_extensions import assert_type
 
 import amaimedia
@@ -24,9 +28,12 @@ from amaimedia import (
     Meter,
     NotGiven,
     PendingSpend,
+    PostgresSpendJournal,
     Quote,
     RateLimitError,
+    ReplayReport,
     SpendFailedError,
+    SpendJournal,
     ToolName,
 )
 
@@ -94,7 +101,12 @@ def metered_usage(client: AmaiClient) -> None:
 
     assert_type(answer(1, "hi"), str)
     assert_type(client.pending_spends(), list[PendingSpend])
-    assert_type(client.replay_pending(), list[Charge])
+    report = client.replay_pending(max_age=timedelta(days=2), older_than=30)
+    assert_type(report, ReplayReport)
+    charges: list[Charge] = report  # still the list of charges it was in 0.1
+    assert_type(charges[0].charged, int)
+    assert_type(report.stale, list[PendingSpend])
+    assert_type(report.left_pending, int)
 
 
 async def async_metered_usage(aclient: AsyncAmaiClient) -> None:
@@ -107,7 +119,7 @@ async def async_metered_usage(aclient: AsyncAmaiClient) -> None:
 
     assert_type(await answer("hi"), str)
     assert_type(await aclient.pending_spends(), list[PendingSpend])
-    assert_type(await aclient.replay_pending(), list[Charge])
+    assert_type(await aclient.replay_pending(max_age=None), ReplayReport)
 
 
 async def async_usage() -> None:
@@ -153,3 +165,22 @@ def testing_kit_usage() -> None:
         assert_type(request.content, bytes)
     with fake.serve() as base_url:
         assert_type(base_url, str)
+
+
+def journal_usage(connection: psycopg.Connection[Any]) -> None:
+    shared = PostgresSpendJournal("postgresql://app@db.internal/app", max_connections=2)
+    assert_type(shared, PostgresSpendJournal)
+    journal: SpendJournal = shared  # the backend is a SpendJournal
+    with AmaiClient(api_key="amai_live_x", spend_journal=journal) as client:
+        assert_type(client.spend_journal, str | None)
+        with connection.transaction():
+            assert_type(client.add_pending_spend(connection, "dub", 3, reference="j-1"), str)
+    AmaiClient(api_key="amai_live_x", spend_journal="postgresql://app@db.internal/app")
+    AmaiClient(api_key="amai_live_x", spend_journal=Path("spends.sqlite3"))
+
+
+async def async_outbox_usage(
+    aclient: AsyncAmaiClient, connection: psycopg.AsyncConnection[Any]
+) -> None:
+    async with connection.transaction():
+        assert_type(await aclient.add_pending_spend(connection, "chat"), str)
