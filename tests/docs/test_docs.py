@@ -13,7 +13,8 @@ A line just above a block can say more about it:
   it is saved to a file and run by pytest in a subprocess, where every test must pass.
 
 A block whose first line names a file (`# app.py`) is also saved under that name in the
-working directory, so that later blocks, and the test modules, can import it.
+working directory, so that later blocks, and the test modules, can import it. A page whose
+blocks read `DATABASE_URL` gets one: a fresh database on the suite's PostgreSQL server.
 """
 
 from __future__ import annotations
@@ -245,11 +246,15 @@ def offline_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAmaiServer]:
 
 @pytest.mark.parametrize("page", RUN_PAGES, ids=page_id)
 @pytest.mark.usefixtures("offline_api")
-def test_page_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_page_runs(
+    page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     monkeypatch.chdir(tmp_path)
     # A saved `# app.py` block imports as `import app`, as the reader's own module would.
     monkeypatch.syspath_prepend(str(tmp_path))
     blocks = [block for block in python_blocks(page) if block.marker is None]
+    if any("DATABASE_URL" in block.code for block in blocks):
+        monkeypatch.setenv("DATABASE_URL", request.getfixturevalue("postgres_url"))
     runner = PageRunner(monkeypatch)
     with isolated_process_state(tmp_path):
         try:
