@@ -38,7 +38,7 @@ from amaimedia import (
 from amaimedia._journal import journal_scope
 from amaimedia._journal._postgres import _lock_keys
 from amaimedia.testing import FakeAmaiServer
-from tests.postgres import PostgresServer
+from tests.postgres import PostgresServer, drop_database, fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = str(ROOT / "amaimedia")
@@ -693,3 +693,108 @@ def test_the_async_client_uses_the_journal_off_its_event_loop(
     asyncio.run(run())
     assert journal_threads
     assert loop_threads.isdisjoint(journal_threads)
+
+
+# -- the connections of one process ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({"conninfo": 123}, TypeError, "needs a connection string, got int"),
+        ({"max_connections": 0}, ValueError, "max_connections must be 1 or more, got 0"),
+        ({"max_connections": True}, TypeError, "max_connections must be an int, got bool"),
+        ({"max_connections": 2.0}, TypeError, "max_connections must be an int, got float"),
+    ],
+)
+def test_impossible_arguments_are_refused_before_connecting(
+    arguments: dict[str, Any], error: type, message: str
+) -> None:
+    arguments.setdefault("conninfo", f"postgresql://amai:{PLANTED_PASSWORD}@127.0.0.1:1/app")
+    with pytest.raises(error, match=message):
+        PostgresSpendJournal(**arguments)
+
+
+def test_a_unix_socket_shows_as_its_directory() -> None:
+    conninfo = f"host=/nonexistent/run user=app password={PLANTED_PASSWORD} dbname=jobs"
+    with pytest.raises(SpendJournalError, match=r"postgresql://app@\[/nonexistent/run\]/jobs"):
+        PostgresSpendJournal(conninfo)
+
+
+def test_writing_an_entry_this_process_holds_does_not_claim_it_twice(postgres_url: str) -> None:
+    journal, other = PostgresSpendJournal(postgres_url), PostgresSpendJournal(postgres_url)
+    entry = journal.add("scope", "dub", 3, "job-1")
+    assert journal.claim(entry)
+
+    assert journal.add_and_claim("scope", "dub", 3, "job-1") == (entry, False)
+
+    journal.release(entry)  # one release ends it: the lock was not taken a second time
+    assert other.claim(entry)
+    other.release(entry)
+
+
+def test_a_journal_opens_no_more_connections_than_allowed(postgres_url: str) -> None:
+    journal = PostgresSpendJournal(postgres_url, max_connections=1)
+    errors: list[BaseException] = []
+
+    def blocks(worker: int) -> None:
+        try:
+            for n in range(15):
+                entry, claimed = journal.add_and_claim("scope", "chat", 1, f"w{worker}-{n}")
+                assert claimed
+                journal.mark_done(entry, 5)
+                journal.release(entry)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=blocks, args=(worker,)) for worker in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(DEADLINE)
+    assert errors == []
+    with psycopg.connect(postgres_url) as db:
+        [(opened,)] = db.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name = 'amaimedia' AND datname = current_database()"
+        ).fetchall()
+        [(done,)] = db.execute(
+            "SELECT count(*) FROM amaimedia_spends WHERE state = 'done'"
+        ).fetchall()
+    assert opened == 1
+    assert done == 90
+
+
+def test_a_statement_that_fails_leaves_the_connection_in_use(postgres_url: str) -> None:
+    journal = PostgresSpendJournal(postgres_url, max_connections=1)
+    journal.add("scope", "dub", 3, "job-1")
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute("ALTER TABLE amaimedia_spends RENAME TO amaimedia_spends_away")
+        with pytest.raises(SpendJournalError, match="cannot read the spend journal"):
+            journal.pending("scope")
+        db.execute("ALTER TABLE amaimedia_spends_away RENAME TO amaimedia_spends")
+    # The same connection, put back after the error, works again.
+    assert [entry.spend.reference for entry in journal.pending("scope")] == ["job-1"]
+
+
+def test_the_outbox_reports_a_database_without_the_journal(
+    postgres_url: str, postgres_server: PostgresServer, fake: FakeAmaiServer, key: str
+) -> None:
+    client = fake.client(key, spend_journal=postgres_url)
+    elsewhere = fresh_database(postgres_server)
+    try:
+        with psycopg.connect(elsewhere) as db:
+            with pytest.raises(SpendJournalError, match="amaimedia_spends"):
+                client.add_pending_spend(db, "chat")
+            assert db.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+            db.rollback()
+
+        async def owe_elsewhere() -> None:
+            aclient = fake.async_client(key, spend_journal=postgres_url)
+            async with await psycopg.AsyncConnection.connect(elsewhere) as adb:
+                await aclient.add_pending_spend(adb, "chat")
+
+        with pytest.raises(SpendJournalError, match="amaimedia_spends"):
+            asyncio.run(owe_elsewhere())
+    finally:
+        drop_database(postgres_server, elsewhere)
