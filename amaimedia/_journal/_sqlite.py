@@ -114,7 +114,7 @@ class SQLiteSpendJournal:
         parent's. A connection that failed is closed and opened again next time.
         """
         mine: _Connection | None = getattr(self._local, "connection", None)
-        if mine is not None and mine.pid != os.getpid():
+        if mine is not None and mine.pid != os.getpid():  # pragma: no cover - a forked child
             _inherited.append(mine)  # the parent's: kept, never closed from here
             mine = None
         if mine is None:
@@ -330,7 +330,7 @@ class _Connection:
 
 
 def _close_in(pid: int, db: sqlite3.Connection) -> None:
-    if os.getpid() == pid:
+    if os.getpid() == pid:  # pragma: no branch - another pid: in a forked child
         db.close()
 
 

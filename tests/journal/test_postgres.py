@@ -798,3 +798,29 @@ def test_the_outbox_reports_a_database_without_the_journal(
             asyncio.run(owe_elsewhere())
     finally:
         drop_database(postgres_server, elsewhere)
+
+
+def test_an_outcome_refused_for_an_entry_held_elsewhere_leaves_the_journal_usable(
+    postgres_url: str,
+) -> None:
+    holder, journal = PostgresSpendJournal(postgres_url), PostgresSpendJournal(postgres_url)
+    entry, claimed = holder.add_and_claim("scope", "dub", 3, "job-1")
+    assert claimed
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'the test refuses updates'; END $$"
+        )
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE UPDATE ON amaimedia_spends "
+            "FOR EACH ROW EXECUTE FUNCTION refuse()"
+        )
+        # Not this journal's claim: only the update is tried, and it fails.
+        with pytest.raises(SpendJournalError, match="the test refuses updates"):
+            journal.mark_done(entry, 120)
+        db.execute("DROP TRIGGER refuse ON amaimedia_spends")
+    # Its connection was put back out of the failed transaction: it works.
+    assert [e.spend.reference for e in journal.pending("scope")] == ["job-1"]
+    assert not journal.claim(entry)  # the holder's claim was never touched
+    holder.mark_done(entry, 120)
+    assert journal.pending("scope") == []
