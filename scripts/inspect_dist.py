@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSIFIERS_WANTED = ("Typing :: Typed", "Programming Language :: Python :: 3.10")
-EXTRAS_WANTED = ("aiohttp", "dev")
+EXTRAS_WANTED = ("aiohttp", "postgres", "dev")
 URLS_WANTED = ("Homepage", "Documentation", "Changelog", "Source", "Issues")
 RELATIVE_LINK = re.compile(r"\]\((?!https?://|#)([^)]+)\)")
 
