@@ -13,35 +13,35 @@ with AmaiClient() as client:  # the key comes from AMAI_API_KEY
 
 from typing import TYPE_CHECKING
 
-from ._async_client import AsyncAmaiClient
-from ._async_metered import AsyncMeteredBlock
-from ._client import AmaiClient
-from ._exceptions import (
-    AmaiError,
-    APIConnectionError,
-    APIError,
-    APIResponseValidationError,
-    APITimeoutError,
-    AuthenticationError,
-    ForbiddenError,
-    InsufficientCreditsError,
-    RateLimitError,
-    ServerError,
-    SpendFailedError,
-    SpendJournalError,
-)
-from ._journal import JournalEntry, PendingSpend, SpendJournal
-from ._journal._replay import ReplayReport
-from ._meter import Meter, MeterState
-from ._metered import MeteredBlock
-from ._models import Charge, CheckRequest, ErrorBody, Quote, SpendRequest
-from ._types import NOT_GIVEN, ErrorCode, NotGiven, TimeoutTypes, ToolName, Units
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._async_client import AsyncAmaiClient
+    from ._async_metered import AsyncMeteredBlock
+    from ._client import AmaiClient
+    from ._exceptions import (
+        AmaiError,
+        APIConnectionError,
+        APIError,
+        APIResponseValidationError,
+        APITimeoutError,
+        AuthenticationError,
+        ForbiddenError,
+        InsufficientCreditsError,
+        RateLimitError,
+        ServerError,
+        SpendFailedError,
+        SpendJournalError,
+    )
+    from ._journal import JournalEntry, PendingSpend, SpendJournal
     from ._journal._postgres import PostgresSpendJournal
+    from ._journal._replay import ReplayReport
     from ._journal._sqlite import SQLiteSpendJournal
+    from ._meter import Meter, MeterState
+    from ._metered import MeteredBlock
+    from ._models import Charge, CheckRequest, ErrorBody, Quote, SpendRequest
     from ._transports._aiohttp import AiohttpTransport
+    from ._types import NOT_GIVEN, ErrorCode, NotGiven, TimeoutTypes, ToolName, Units
 
 __all__ = [
     "APIConnectionError",
@@ -84,7 +84,43 @@ __all__ = [
 ]
 
 
-# Loaded when first used, not with the package: what needs aiohttp, psycopg or sqlite3.
+# Nothing but the version loads with the package: pytest imports the SDK's plugin
+# (amaimedia.testing.pytest_plugin, and so this package) in every run of every project that
+# installs the SDK, and a run that does not use the `amai_fake` fixture should not pay for
+# the clients, httpx and pydantic. The first public name used loads them all at once, so
+# that from then on the package is what it would be if it had imported them.
+_SDK = {
+    "AsyncAmaiClient": "._async_client",
+    "AsyncMeteredBlock": "._async_metered",
+    "AmaiClient": "._client",
+    **dict.fromkeys(
+        [
+            "AmaiError",
+            "APIConnectionError",
+            "APIError",
+            "APIResponseValidationError",
+            "APITimeoutError",
+            "AuthenticationError",
+            "ForbiddenError",
+            "InsufficientCreditsError",
+            "RateLimitError",
+            "ServerError",
+            "SpendFailedError",
+            "SpendJournalError",
+        ],
+        "._exceptions",
+    ),
+    **dict.fromkeys(["JournalEntry", "PendingSpend", "SpendJournal"], "._journal"),
+    "ReplayReport": "._journal._replay",
+    **dict.fromkeys(["Meter", "MeterState"], "._meter"),
+    "MeteredBlock": "._metered",
+    **dict.fromkeys(["Charge", "CheckRequest", "ErrorBody", "Quote", "SpendRequest"], "._models"),
+    **dict.fromkeys(
+        ["NOT_GIVEN", "ErrorCode", "NotGiven", "TimeoutTypes", "ToolName", "Units"], "._types"
+    ),
+}
+
+# Loaded when first used, not with the SDK: what needs aiohttp, psycopg or sqlite3.
 _LAZY = {
     "AiohttpTransport": "._transports._aiohttp",
     "PostgresSpendJournal": "._journal._postgres",
@@ -92,11 +128,29 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def _load_sdk() -> None:
     import importlib
+
+    modules = {module: importlib.import_module(module, __name__) for module in _SDK.values()}
+    found = {name: getattr(modules[module], name) for name, module in _SDK.items()}
+    # Tracebacks, reprs and the API reference show the public path (amaimedia.Quote), not
+    # the private module a class happens to live in.
+    for obj in found.values():
+        if isinstance(obj, type):
+            obj.__module__ = __name__
+    globals().update(found)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _SDK and name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if "AmaiClient" not in globals():
+        _load_sdk()
+    if name in _SDK:
+        return globals()[name]
+    import importlib
+
+    module = _LAZY[name]
 
     value: type = getattr(importlib.import_module(module, __name__), name)
     value.__module__ = __name__
@@ -108,10 +162,4 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
 
 
-# Tracebacks, reprs and the API reference show the public path (amaimedia.Quote), not the
-# private module a class happens to live in.
-for _name in __all__:
-    _obj = globals().get(_name)
-    if isinstance(_obj, type):
-        _obj.__module__ = __name__
-del _name, _obj, TYPE_CHECKING
+del TYPE_CHECKING

@@ -1,7 +1,9 @@
 """The `amai_fake` pytest fixture, installed with the SDK as the `amaimedia` plugin.
 
 pytest loads this module in every run where the SDK is installed, so it imports
-nothing beyond pytest itself: the fake is imported when a test asks for it.
+nothing beyond pytest itself (and the packages on its path, `amaimedia` and
+`amaimedia.testing`, which load only the version until a name of theirs is used): the
+fake, and with it the SDK, httpx and pydantic, is imported when a test asks for it.
 """
 
 from __future__ import annotations
