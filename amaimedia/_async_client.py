@@ -120,18 +120,18 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
     ) -> None:
         from ._transports import resolve_async_transport  # async only
 
-        self._transport_name = resolve_async_transport(transport, http_client)  # async only
-        check_runtime(dangerously_allow_browser)
-        configure_from_env()
-        config = ClientConfig.create(
-            api_key=api_key,
-            base_url=base_url,
-            timeout=timeout,
-            max_retries=max_retries,
-            max_retry_after=max_retry_after,
-            total_timeout=total_timeout,
-        )
         try:
+            self._transport_name = resolve_async_transport(transport, http_client)  # async only
+            check_runtime(dangerously_allow_browser)
+            configure_from_env()
+            config = ClientConfig.create(
+                api_key=api_key,
+                base_url=base_url,
+                timeout=timeout,
+                max_retries=max_retries,
+                max_retry_after=max_retry_after,
+                total_timeout=total_timeout,
+            )
             super().__init__(
                 config,
                 http_client=http_client,
@@ -139,7 +139,10 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
                 spend_journal=spend_journal,
             )
         except BaseException:
-            del spend_journal  # it may hold a password: see open_journal()
+            # Error trackers show the locals of every frame of a traceback: neither the
+            # raw key nor the journal's connection string (it may hold a password, see
+            # open_journal()) may stay in this one's.
+            del api_key, spend_journal
             raise
 
     def _new_http_client(

@@ -25,16 +25,16 @@ class ApiKey:
     def __init__(self, secret: object, *, source: str = "api_key") -> None:
         # `source` names where the key came from ("api_key", or "the api_key from
         # AMAI_API_KEY"), so the error points at the right place without quoting the key.
+        # Error trackers show the locals of every frame of a traceback: the key refused
+        # here must not be one of them, so it is deleted before raising.
         if not isinstance(secret, str):
-            raise TypeError(f"{source} must be a str, got {type(secret).__name__}")
-        if not secret:
-            raise ValueError(f"{source} is empty")
-        if any(c.isspace() for c in secret):
-            raise ValueError(
-                f"{source} contains whitespace; copy the key again, without spaces or newlines"
-            )
-        if not secret.isascii() or not secret.isprintable():
-            raise ValueError(f"{source} contains characters that cannot appear in an API key")
+            kind = type(secret).__name__
+            del secret
+            raise TypeError(f"{source} must be a str, got {kind}")
+        refusal = _refusal(secret, source)
+        if refusal is not None:
+            del secret
+            raise refusal
         self._secret = secret
 
     def reveal(self) -> str:
@@ -44,12 +44,16 @@ class ApiKey:
     @property
     def hint(self) -> str:
         """A recognisable, safe form of the key: `amai_live_…1a2b`."""
-        if len(self._secret) < _MIN_LENGTH_FOR_HINT:
+        secret = getattr(self, "_secret", "")
+        if len(secret) < _MIN_LENGTH_FOR_HINT:
             return "…"
-        prefix = KEY_PREFIX if self._secret.startswith(KEY_PREFIX) else ""
-        return f"{prefix}…{self._secret[-4:]}"
+        prefix = KEY_PREFIX if secret.startswith(KEY_PREFIX) else ""
+        return f"{prefix}…{secret[-4:]}"
 
     def __repr__(self) -> str:
+        if not hasattr(self, "_secret"):
+            # Refused by __init__: a traceback that shows its locals shows this one too.
+            return "ApiKey(<not set>)"
         return f"ApiKey({self.hint!r})"
 
     __str__ = __repr__
@@ -57,3 +61,16 @@ class ApiKey:
     def __reduce__(self) -> str | tuple[object, ...]:
         # Pickling would write the secret to wherever the pickle goes (a cache, a queue).
         raise TypeError("an API key cannot be pickled; pass it to each process instead")
+
+
+def _refusal(secret: str, source: str) -> ValueError | None:
+    """Why `secret` cannot be an API key, as the error to raise; `None` if it can."""
+    if not secret:
+        return ValueError(f"{source} is empty")
+    if any(c.isspace() for c in secret):
+        return ValueError(
+            f"{source} contains whitespace; copy the key again, without spaces or newlines"
+        )
+    if not secret.isascii() or not secret.isprintable():
+        return ValueError(f"{source} contains characters that cannot appear in an API key")
+    return None

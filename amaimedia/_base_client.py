@@ -171,8 +171,12 @@ class BaseClient(Generic[_HttpT]):
             A new client of the same class.
         """
         old = self._config
+        try:
+            key = old.api_key if isinstance(api_key, NotGiven) else resolve_api_key(api_key)
+        finally:
+            del api_key  # a bad setting below must not find the raw key in this frame
         config = ClientConfig(
-            api_key=old.api_key if isinstance(api_key, NotGiven) else resolve_api_key(api_key),
+            api_key=key,
             base_url=(
                 old.base_url if isinstance(base_url, NotGiven) else resolve_base_url(base_url)
             ),

@@ -86,8 +86,14 @@ class ClientConfig:
         total_timeout: float | None,
     ) -> ClientConfig:
         """Validate every setting, filling the unset ones from the environment."""
+        try:
+            key = resolve_api_key(api_key)
+        finally:
+            # From here on the key is only the redacting ApiKey: a bad setting below
+            # raises through this frame, whose locals error trackers show.
+            del api_key
         return cls(
-            api_key=resolve_api_key(api_key),
+            api_key=key,
             base_url=resolve_base_url(base_url),
             timeout=resolve_timeout(timeout),
             max_retries=resolve_max_retries(max_retries),
@@ -118,15 +124,25 @@ class TransportOptions:
 
 def resolve_api_key(api_key: str | None) -> ApiKey:
     """The key given, else `AMAI_API_KEY`; an `AmaiError` that says how to set one if neither."""
+    # A key refused here must not stay in this frame's locals, which error trackers show
+    # (and whose names, such as `from_env`, their scrubbing does not recognise).
     if api_key is not None:
-        return ApiKey(api_key)
+        try:
+            return ApiKey(api_key)
+        except BaseException:
+            del api_key
+            raise
     from_env = os.environ.get(ENV_API_KEY)
     if not from_env:
         raise AmaiError(
             f"No API key: pass api_key=... to the client or set the {ENV_API_KEY} "
             "environment variable. Create a key at amaimedia.com/account under API keys."
         )
-    return ApiKey(from_env, source=f"the api_key from {ENV_API_KEY}")
+    try:
+        return ApiKey(from_env, source=f"the api_key from {ENV_API_KEY}")
+    except BaseException:
+        del from_env
+        raise
 
 
 def resolve_base_url(base_url: str | httpx.URL | None) -> httpx.URL:
