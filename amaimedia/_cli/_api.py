@@ -41,13 +41,17 @@ def call_api(args: argparse.Namespace) -> int:
     console = Console(key)
     try:
         # Without --api-key-stdin the client reads AMAI_API_KEY itself, so that its
-        # messages about a malformed key name the variable.
-        with AmaiClient(
-            key if args.api_key_stdin else None,
-            base_url=args.base_url,
-            timeout=args.timeout,
-            max_retries=args.max_retries,
-        ) as client:
+        # messages about a malformed key name the variable. The SDK's log lines (-v)
+        # quote what the server said, which may be the key echoed back.
+        with (
+            console.key_kept_out_of_logs(),
+            AmaiClient(
+                key if args.api_key_stdin else None,
+                base_url=args.base_url,
+                timeout=args.timeout,
+                max_retries=args.max_retries,
+            ) as client,
+        ):
             if args.command == "check":
                 quote = client.check(args.tool, args.units)
             else:

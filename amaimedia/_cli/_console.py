@@ -4,16 +4,31 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import re
 import sys
 from collections.abc import Iterator
 from typing import Final
 
+from amaimedia._constants import ENV_API_KEY
 from amaimedia._logging import install_stderr_handler, logger, remove_stderr_handler
 
-__all__ = ["PROG", "Console", "debug_logging"]
+__all__ = ["PROG", "Console", "blank_keys", "debug_logging"]
 
 PROG: Final = "amaimedia"
 _REDACTED: Final = "[API key]"
+# Anything shaped like a key, up to the quote, bracket or punctuation around it in a
+# message: another account's key, or one typed where an argument goes.
+_KEY_SHAPE: Final = re.compile(r"amai_live_[^\s'\"`\\,;:()\[\]{}<>…]+")
+# How a record's exception is written when a filter must blank it before the handler does.
+_EXCEPTIONS: Final = logging.Formatter()
+
+
+def blank_keys(text: str, key: str | None = None) -> str:
+    """`text` with `key`, and anything shaped like an API key, replaced by `[API key]`."""
+    if key:
+        text = text.replace(key, _REDACTED)
+    return _KEY_SHAPE.sub(_REDACTED, text)
 
 
 class Console:
@@ -36,21 +51,18 @@ class Console:
 
     def note(self, text: str) -> None:
         """One `amaimedia: <text>` line on stderr, such as what a long run is doing."""
-        print(f"{PROG}: {text}".replace(self._key, _REDACTED), file=sys.stderr, flush=True)
+        print(blank_keys(f"{PROG}: {text}", self._key), file=sys.stderr, flush=True)
 
     @contextlib.contextmanager
     def key_kept_out_of_logs(self) -> Iterator[None]:
         """Blank the key out of the SDK's log records too, for as long as this lasts.
 
-        For a command that runs long and lets the SDK log its warnings (which quote the
-        errors, and so whatever a server echoed) wherever logging sends them.
+        For every command that calls the API: the SDK's log lines (`-v`, `AMAI_LOG`, or
+        wherever a program that runs the command in-process sends them) quote the errors,
+        and so whatever a server echoed.
         """
-        blank = _BlankKey(self._key)
-        logger.addFilter(blank)
-        try:
+        with _blanking(_BlankKey(self._key)):
             yield
-        finally:
-            logger.removeFilter(blank)
 
     @contextlib.contextmanager
     def sdk_warnings(self) -> Iterator[None]:
@@ -86,18 +98,55 @@ class _WarningLines(logging.Handler):
 
 
 class _BlankKey(logging.Filter):
-    """A filter of the `amaimedia` logger that writes its records without the key."""
+    """Writes a record of the SDK's without the key, or anything shaped like one.
 
-    def __init__(self, key: str) -> None:
+    The whole record: its message once formatted with its arguments, its exception and
+    its stack, each turned into the text a handler would write, blanked.
+    """
+
+    def __init__(self, key: str | None) -> None:
         super().__init__()
         self._key = key
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if self._key in message:
-            record.msg = message.replace(self._key, _REDACTED)
-            record.args = None
+        try:
+            message = record.getMessage()
+            broken = False
+        except Exception:
+            # logging would report the broken record with its arguments, quoted raw.
+            message = f"{record.msg} (arguments that do not fit it: {record.args!r})"
+            broken = True
+        blanked = blank_keys(message, self._key)
+        if broken or blanked != message:
+            record.msg, record.args = blanked, None
+        if record.exc_info and record.exc_info[0] is not None:
+            record.exc_text = record.exc_text or _EXCEPTIONS.formatException(record.exc_info)
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = blank_keys(record.exc_text, self._key)
+        if record.stack_info:
+            record.stack_info = blank_keys(record.stack_info, self._key)
         return True
+
+
+@contextlib.contextmanager
+def _blanking(blank: _BlankKey) -> Iterator[None]:
+    """`blank` on the SDK's logger and on each of its handlers, for as long as this lasts.
+
+    On the logger, it blanks the records before any handler (the program's own, above
+    it, included) sees them; on the handlers, the records of the loggers below it, which
+    reach those handlers without passing the logger's filters.
+    """
+    handlers = list(logger.handlers)
+    logger.addFilter(blank)
+    for handler in handlers:
+        handler.addFilter(blank)
+    try:
+        yield
+    finally:
+        logger.removeFilter(blank)
+        for handler in handlers:
+            handler.removeFilter(blank)
 
 
 def fail(text: str) -> None:
@@ -110,7 +159,8 @@ def debug_logging(enabled: bool) -> Iterator[None]:
     """With `--verbose`, the SDK's DEBUG lines go to stderr for this run.
 
     They go through the SDK's own stderr handler, the one `AMAI_LOG` installs, so that
-    with both each line is printed once.
+    with both each line is printed once. From the start, before the command has read a
+    key, they are written without the key of `AMAI_API_KEY` or anything shaped like one.
     """
     if not enabled:
         yield
@@ -119,7 +169,8 @@ def debug_logging(enabled: bool) -> Iterator[None]:
     level = logger.level
     logger.setLevel(logging.DEBUG)
     try:
-        yield
+        with _blanking(_BlankKey(os.environ.get(ENV_API_KEY))):
+            yield
     finally:
         logger.setLevel(level)
         if added is not None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Final, get_args
+import os
+from typing import Final, NoReturn, get_args
 
 from amaimedia import ToolName, __version__
 from amaimedia._constants import (
@@ -15,7 +16,7 @@ from amaimedia._constants import (
     ENV_BASE_URL,
 )
 
-from ._console import PROG
+from ._console import PROG, blank_keys
 from ._exit_codes import ExitCode
 
 __all__ = ["DEFAULT_INTERVAL", "DEFAULT_REPLAY_MAX_AGE", "build_parser"]
@@ -29,10 +30,30 @@ DEFAULT_INTERVAL: Final = 30.0
 _DAYS: Final = DEFAULT_REPLAY_MAX_AGE // 86400
 
 
+class _Parser(argparse.ArgumentParser):
+    """An `ArgumentParser` whose usage errors never echo an API key typed as an argument.
+
+    argparse quotes the argument it refuses (`unrecognized arguments: amai_live_…`), and
+    a key passed as one (`--api-key KEY`, which is not an option) would be printed on
+    stderr, to a terminal, a CI log or a recording. Its commands' parsers are of this
+    class too (argparse makes them of their parent's).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print the usage and the error, without the key, and exit with status 2."""
+        blanked = blank_keys(message, os.environ.get(ENV_API_KEY))
+        if blanked != message:
+            blanked += (
+                f" (a key is never an argument, which the shell history and ps keep: set "
+                f"{ENV_API_KEY}, or pipe it to --api-key-stdin)"
+            )
+        super().error(blanked)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of `amaimedia` and its four commands."""
     epilog = f"{_environment()}\n\n{_exit_codes()}"
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description=(
             "Quote and charge AMAImedia tool costs, replay the spends a journal kept, "
@@ -44,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    verbose = argparse.ArgumentParser(add_help=False)
+    verbose = _Parser(add_help=False)
     verbose.add_argument(
         "-v",
         "--verbose",
@@ -113,9 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _api_arguments(verbose: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def _api_arguments(verbose: _Parser) -> _Parser:
     """What `check` and `spend` share: the tool, the units, and the client's settings."""
-    api = argparse.ArgumentParser(add_help=False, parents=[verbose])
+    api = _Parser(add_help=False, parents=[verbose])
     tools = ", ".join(get_args(ToolName))
     api.add_argument("tool", metavar="TOOL", help=f"the tool: {tools} (others are sent as-is)")
     api.add_argument(
