@@ -272,10 +272,15 @@ class BaseClient(Generic[_HttpT]):
         timeout = config.timeout
         seconds = {timeout.connect, timeout.read, timeout.write, timeout.pool}
         shown = seconds.pop() if len(seconds) == 1 else timeout
+        journal = getattr(self, "_journal", None)
+        # Every setting docs/configuration.md lists; the journal by its location, which
+        # never holds a password.
         return (
             f"{type(self).__name__}(base_url={str(config.base_url)!r}, "
             f"api_key={config.api_key.hint!r}, timeout={shown!r}, "
-            f"max_retries={config.max_retries})"
+            f"max_retries={config.max_retries}, max_retry_after={config.max_retry_after!r}, "
+            f"total_timeout={config.total_timeout!r}, "
+            f"spend_journal={None if journal is None else journal.location!r})"
         )
 
 
