@@ -367,7 +367,9 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         async def attempt() -> _T:
             if deadline is not None:
                 deadline.start_attempt(request, self._config.timeout)
-            return parse(await self._attempt(request))
+            with self._in_flight.attempt(request, self._http):
+                response = await self._attempt(request)
+            return parse(response)
 
         try:
             return await attempt()
@@ -397,10 +399,20 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
 
         A pool passed in as `http_client`, or shared with the client that `with_options`
         copied, stays open for its owner. Either way this client sends nothing more.
+
+        Closing its own pool, the client first lets the requests in flight on it end
+        (each within its timeout; a spend the server may be charging gets its answer),
+        and makes no new attempt: a call that had not sent its request yet, or whose
+        attempt failed meanwhile, raises `APIConnectionError` (a metered block:
+        `SpendFailedError`, its spend pending in the journal). Interrupted while it
+        waits, it closes the pool at once.
         """
         self._closed = True
         if self._owns_http:
-            await self._http.aclose()
+            try:
+                await self._in_flight.aclose(self._config.timeout)
+            finally:
+                await self._http.aclose()
 
     async def __aenter__(self: _SelfT) -> _SelfT:
         return self

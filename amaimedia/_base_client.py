@@ -26,6 +26,7 @@ from ._config import (
 )
 from ._deadline import Deadline
 from ._exceptions import AmaiError
+from ._in_flight import InFlight
 from ._journal import open_journal
 from ._logging import logger
 from ._metered_base import MeteredArguments, ReferenceArgument
@@ -54,6 +55,7 @@ class BaseClient(Generic[_HttpT]):
     _http: _HttpT
     _owns_http: bool
     _closed: bool
+    _in_flight: InFlight
     _journal_backend: SpendJournal | None
     _journal: ScopedJournal | None
 
@@ -81,6 +83,9 @@ class BaseClient(Generic[_HttpT]):
             raise TypeError(
                 f"http_client must be an httpx.{expected}, got {type(http_client).__name__}"
             )
+        # The attempts in flight on the pool, which closing it waits for: a copy made by
+        # with_options shares the pool, and so this too.
+        self._in_flight = InFlight()
         # Opened now, so that a journal that cannot be used fails before any work.
         try:
             self._journal_backend = None if spend_journal is None else open_journal(spend_journal)

@@ -360,7 +360,9 @@ class AmaiClient(BaseClient[httpx.Client]):
         def attempt() -> _T:
             if deadline is not None:
                 deadline.start_attempt(request, self._config.timeout)
-            return parse(self._attempt(request))
+            with self._in_flight.attempt(request, self._http):
+                response = self._attempt(request)
+            return parse(response)
 
         try:
             return attempt()
@@ -388,10 +390,20 @@ class AmaiClient(BaseClient[httpx.Client]):
 
         A pool passed in as `http_client`, or shared with the client that `with_options`
         copied, stays open for its owner. Either way this client sends nothing more.
+
+        Closing its own pool, the client first lets the requests in flight on it end
+        (each within its timeout; a spend the server may be charging gets its answer),
+        and makes no new attempt: a call that had not sent its request yet, or whose
+        attempt failed meanwhile, raises `APIConnectionError` (a metered block:
+        `SpendFailedError`, its spend pending in the journal). Interrupted while it
+        waits, it closes the pool at once.
         """
         self._closed = True
         if self._owns_http:
-            self._http.close()
+            try:
+                self._in_flight.close(self._config.timeout)
+            finally:
+                self._http.close()
 
     def __enter__(self: _SelfT) -> _SelfT:
         return self
