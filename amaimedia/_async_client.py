@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import httpx
 
+from ._answer import bound_answer
 from ._async_metered import AsyncMeteredBlock, areplay_journal
 from ._base_client import BaseClient
 from ._config import ClientConfig, TransportOptions, check_runtime
@@ -387,7 +388,15 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
 
     async def _attempt(self, request: httpx.Request) -> httpx.Response:
         try:
-            return await self._http.send(request, follow_redirects=False)
+            response = await self._http.send(request, follow_redirects=False, stream=True)
+            try:
+                # Read here, so that no answer is read or held beyond the SDK's bounds:
+                # its size and its coding (see _answer.py).
+                bound_answer(response)
+                await response.aread()
+            finally:
+                await response.aclose()
+            return response
         except httpx.RequestError as exc:
             raise connection_error(exc, request) from exc
         except RuntimeError as exc:  # async only

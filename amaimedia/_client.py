@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
+from ._answer import bound_answer
 from ._metered import MeteredBlock, replay_journal
 from ._base_client import BaseClient
 from ._config import ClientConfig, TransportOptions, check_runtime
@@ -380,7 +381,15 @@ class AmaiClient(BaseClient[httpx.Client]):
 
     def _attempt(self, request: httpx.Request) -> httpx.Response:
         try:
-            return self._http.send(request, follow_redirects=False)
+            response = self._http.send(request, follow_redirects=False, stream=True)
+            try:
+                # Read here, so that no answer is read or held beyond the SDK's bounds:
+                # its size and its coding (see _answer.py).
+                bound_answer(response)
+                response.read()
+            finally:
+                response.close()
+            return response
         except httpx.RequestError as exc:
             raise connection_error(exc, request) from exc
             # A pool of the caller's whose connections belong to an event loop that ended.

@@ -19,6 +19,7 @@ import httpx
 
 from ._auth import ApiKey
 from ._constants import (
+    ACCEPTED_ENCODINGS,
     CHECK_PATH,
     DEFAULT_BASE_URL,
     ENV_API_KEY,
@@ -67,6 +68,9 @@ class ClientConfig:
         headers = httpx.Headers(
             {
                 "Accept": "application/json",
+                # Only the codings the SDK decodes within its bounds (see _answer.py),
+                # whatever httpx would ask for with brotli or zstandard installed.
+                "Accept-Encoding": ", ".join(ACCEPTED_ENCODINGS),
                 "Content-Type": "application/json",
                 "User-Agent": user_agent(),
                 "Authorization": f"Bearer {self.api_key.reveal()}",

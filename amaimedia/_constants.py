@@ -23,6 +23,12 @@ ENV_LOG: Final = "AMAI_LOG"
 
 LOGGER_NAME: Final = "amaimedia"
 
+# The most of an answer's body the SDK reads, and the most it decodes that body to: the
+# API's answers are under 200 bytes, and a few bytes of "gzip, gzip" can expand to gigabytes.
+MAX_ANSWER_BYTES: Final = 1 << 20
+# The content codings the SDK asks for (Accept-Encoding) and decodes, one at most.
+ACCEPTED_ENCODINGS: Final = ("gzip", "deflate")
+
 # The server does not publish a limit; this one catches mistakes (a whole document passed
 # as a reference) with a clear error instead of an opaque 400.
 MAX_REFERENCE_LENGTH: Final = 255

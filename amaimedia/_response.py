@@ -2,6 +2,10 @@
 
 The stable error string decides first; the status code second. The mapping never lets a
 `JSONDecodeError`, `KeyError` or pydantic `ValidationError` from a server body escape.
+
+The body has been read by then, within the SDK's bounds (`_answer.py`); an answer refused
+unread (too large, encoded twice over) still maps by its status, to the same classes, with
+`body=None` and a message that says why it was not read (`error_from_response(unread=)`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ __all__ = [
     "parse_response",
     "parse_retry_after",
     "request_id_of",
+    "unread_answer_error",
 ]
 
 _T = TypeVar("_T", bound=BaseModel)
@@ -132,9 +137,18 @@ def _decode_body(response: httpx.Response) -> object:
         return response.content.decode("utf-8", errors="replace")
 
 
-def error_from_response(response: httpx.Response, body: object = None) -> APIError:
-    """Build the typed exception for an error answer (any status)."""
-    if body is None:
+def error_from_response(
+    response: httpx.Response, body: object = None, *, unread: str | None = None
+) -> APIError:
+    """Build the typed exception for an error answer (any status).
+
+    Args:
+        response: The answer.
+        body: Its parsed body, when the caller has parsed it already.
+        unread: Why the body was not read (`"too large: …"`), for an answer refused
+            unread: it then maps by its status and headers alone, with `body=None`.
+    """
+    if unread is None and body is None:
         body = _decode_body(response)
     details = ErrorBody.model_validate(body) if isinstance(body, dict) else ErrorBody()
     status = response.status_code
@@ -147,7 +161,9 @@ def error_from_response(response: httpx.Response, body: object = None) -> APIErr
             f"unexpected redirect to {response.headers.get('location', '(no location)')!r}; "
             "redirects are not followed, check base_url"
         )
-    elif not isinstance(body, dict | list):
+    if unread is not None:
+        message += f"; the answer is {unread}, so its body was not read"
+    elif not isinstance(body, dict | list) and not 300 <= status < 400:
         message += " (the answer is not JSON)"
     retry_after = parse_retry_after(response.headers)
     common: _ErrorDetails = {
@@ -202,6 +218,30 @@ def parse_response(
     if getattr(result, "ok", True) is False:
         raise error_from_response(response)
     return result
+
+
+def unread_answer_error(
+    response: httpx.Response, unread: str
+) -> APIError | APIResponseValidationError:
+    """The error for an answer whose body the SDK refused to read, and says why.
+
+    A 2xx is an `APIResponseValidationError` (not retried: a spend may have charged); any
+    other status maps as its status and headers say (a 5xx is still a `ServerError`, and
+    retried; a 429 keeps its `Retry-After`), with `body=None`.
+
+    Args:
+        response: The answer, its body unread.
+        unread: What is wrong with it, as a clause: `"too large: 209,715,200 bytes, …"`.
+    """
+    if not response.is_success:
+        return error_from_response(response, unread=unread)
+    return APIResponseValidationError(
+        f"the answer to {response.request.url.path} is {unread}, so it was not read",
+        status_code=response.status_code,
+        body=None,
+        request_id=request_id_of(response),
+        response=response,
+    )
 
 
 def _summarize(exc: ValidationError) -> str:

@@ -70,6 +70,7 @@ RULES = [
     ("async def ", "def "),
     ("await ", ""),
     ("aclose", "close"),
+    ("aread", "read"),
     ("aclient", "client"),
 ]
 ASYNC_ONLY = re.compile(

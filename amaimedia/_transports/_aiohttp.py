@@ -18,6 +18,7 @@ import copy
 import importlib
 import importlib.util
 import sys
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -63,8 +64,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     `max_connections` are busy (aiohttp has no write timeout; bodies are sent whole).
     Failures are raised as the exceptions httpx's own transport raises
     (`httpx.ConnectError`, `httpx.ReadTimeout`, `httpx.RemoteProtocolError`, …), so
-    retries and errors work as they do without it. Answers are read whole. Redirects are
-    not followed and cookies are not kept.
+    retries and errors work as they do without it. Answers are streamed, as httpx's own
+    transport streams them: the body is read as httpx (or the SDK, which stops at 1 MiB)
+    reads it, and a connection stays taken until the body is closed. Redirects are not
+    followed and cookies are not kept.
 
     Proxies and certificates are those of the SDK's own httpx pools: `HTTPS_PROXY`,
     `ALL_PROXY` and `NO_PROXY`, and `SSL_CERT_FILE` / `SSL_CERT_DIR` (else certifi's
@@ -119,7 +122,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return f"AiohttpTransport(max_connections={self._settings.max_connections})"
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send `request` and read its whole answer.
+        """Send `request`; the answer's body streams from the connection as it is read.
 
         Raises:
             httpx.TransportError: The exchange failed; the subclass says how, as with
@@ -132,9 +135,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         state = await self._sessions.get()
         await state.slots.acquire(request)
         try:
-            return await self._exchange(state.session, request, timeout)
-        finally:
+            return await self._exchange(state.session, request, timeout, state.slots.release)
+        except BaseException:
             state.slots.release()
+            raise
 
     async def aclose(self) -> None:
         """Close this loop's aiohttp session; the transport sends no more."""
@@ -172,6 +176,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         session: aiohttp.ClientSession,
         request: httpx.Request,
         timeout: dict[str, float | None],
+        release: Callable[[], None],
     ) -> httpx.Response:
         import aiohttp
 
@@ -179,7 +184,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         proxy = self._settings.proxy_for(request.url)
         failure: httpx.TransportError | None = None
         try:
-            async with session.request(
+            # Awaited, not entered: the answer outlives this call, until its body is closed.
+            answer = await session.request(
                 request.method,
                 str(request.url),
                 data=content or None,
@@ -189,8 +195,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=timeout.get("connect"), sock_read=timeout.get("read")
                 ),
-            ) as answer:
-                body = await answer.read()
+            )
         except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
             failure = httpx_error(exc, request, proxy)
         if failure is not None:
@@ -201,12 +206,61 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             status_code=answer.status,
             headers=answer.raw_headers,
-            stream=httpx.ByteStream(body),
+            stream=_AnswerBody(answer, request, proxy, release),
             extensions={
                 "http_version": f"HTTP/{version.major}.{version.minor}".encode(),
                 "reason_phrase": (answer.reason or "").encode("ascii", "replace"),
             },
         )
+
+
+class _AnswerBody(httpx.AsyncByteStream):
+    """An answer's body as aiohttp receives it; closing it gives the connection's slot back.
+
+    A body closed before its end closes its connection, which can carry nothing more: the
+    rest of it is never read.
+    """
+
+    def __init__(
+        self,
+        answer: aiohttp.ClientResponse,
+        request: httpx.Request,
+        proxy: httpx.URL | None,
+        release: Callable[[], None],
+    ) -> None:
+        self._answer = answer
+        self._request = request
+        self._proxy = proxy
+        self._release: Callable[[], None] | None = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            piece = await self._next_piece()
+            if not piece:
+                return
+            yield piece
+
+    async def _next_piece(self) -> bytes:
+        import aiohttp
+
+        failure: httpx.TransportError
+        try:
+            return await self._answer.content.readany()
+        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            failure = httpx_error(exc, self._request, self._proxy)
+        raise failure  # outside the except clause, for the same reason as in _exchange
+
+    async def aclose(self) -> None:
+        answer = self._answer
+        try:
+            if answer.content.at_eof():
+                answer.release()  # the connection goes back to the pool
+            else:
+                answer.close()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
 
 
 async def _close(state: _Session) -> None:
