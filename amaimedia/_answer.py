@@ -13,15 +13,20 @@ the caller's alike:
   than the cap, so that httpx is never handed a piece that would pass it. Codings stacked
   on one another (`gzip, gzip`: a 590-byte body expands to 256 MiB) and codings the SDK
   did not ask for are refused unread.
+- Time: the body must be whole within the attempt's `read` timeout of its headers, and
+  before the call's `total_timeout` runs out. httpx times each wait for a part of it, so
+  a server that drips it a byte at a time could hold an attempt for as long as it likes.
 
 An answer refused for its size or coding raises the SDK's error for its status
 (`unread_answer_error`); the client then closes the answer, and with it the connection,
-so the rest is never read. A corrupt body raises `httpx.DecodingError`, as httpx's own
-reading does, so that it is retried like any broken answer.
+so the rest is never read. A late body raises `httpx.ReadTimeout`, and a corrupt one
+`httpx.DecodingError`, as httpx's own reading does, so that they are retried like any
+timeout or broken answer.
 """
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Final
@@ -29,6 +34,7 @@ from typing import Final
 import httpx
 
 from ._constants import ACCEPTED_ENCODINGS, MAX_ANSWER_BYTES
+from ._deadline import Deadline
 from ._response import unread_answer_error
 
 __all__ = ["bound_answer"]
@@ -37,13 +43,14 @@ _LIMIT: Final = f"the SDK's limit of {MAX_ANSWER_BYTES:,} bytes (1 MiB)"
 _ONE_CODING: Final = "the SDK decodes one gzip or deflate coding"
 
 
-def bound_answer(response: httpx.Response) -> None:
+def bound_answer(response: httpx.Response, deadline: Deadline | None = None) -> None:
     """Check an answer's headers, and put the SDK's bounds in front of its body.
 
     Args:
         response: The answer, streamed (`stream=True`) and its body not read yet; or read
             whole already by an in-process transport (`httpx.MockTransport`), in which
             case only its size is checked.
+        deadline: The call's `total_timeout`, if it has one.
 
     Raises:
         APIError: The answer is not a 2xx and is refused unread (too large, encoded twice
@@ -66,22 +73,34 @@ def bound_answer(response: httpx.Response) -> None:
         reason = f"too large: {int(length):,} bytes, over {_LIMIT}"
         raise unread_answer_error(response, reason)
     decoder = None if codings is None else _decoder_for(response, codings)
-    response.stream = _BoundedBody(response, decoder)
+    response.stream = _BoundedBody(response, decoder, deadline)
 
 
 class _BoundedBody(httpx.SyncByteStream, httpx.AsyncByteStream):
     """An answer's body as the transport streams it, each piece checked on its way to httpx.
 
     It counts the raw bytes, decodes each piece (when the answer has a coding) to count
-    what it makes, all before httpx sees the piece.
+    what it makes, and checks the time, all before httpx sees the piece.
     """
 
-    def __init__(self, response: httpx.Response, decoder: _ZlibDecoder | None) -> None:
+    def __init__(
+        self, response: httpx.Response, decoder: _ZlibDecoder | None, deadline: Deadline | None
+    ) -> None:
         self._stream = response.stream
         self._response = response
         self._decoder = decoder
         self._raw = 0
         self._decoded = 0
+        # The attempt's read timeout: the client's, or what the call's deadline cut it to.
+        timeout: float | None = response.request.extensions.get("timeout", {}).get("read")
+        now = time.monotonic()
+        ends = None if timeout is None else now + timeout
+        self._by_deadline = False
+        if deadline is not None:
+            call_ends = now + deadline.left()
+            if ends is None or call_ends < ends:
+                ends, self._by_deadline = call_ends, True
+        self._ends = ends
 
     def __iter__(self) -> Iterator[bytes]:
         stream = self._stream
@@ -111,10 +130,13 @@ class _BoundedBody(httpx.SyncByteStream, httpx.AsyncByteStream):
         """Account for the next raw piece of the body, before httpx decodes it.
 
         Raises:
+            httpx.ReadTimeout: The body is late: its time ran out before this piece.
             httpx.DecodingError: The piece does not decode.
             APIError: The body is over the cap, raw or decoded (a 2xx:
                 `APIResponseValidationError`).
         """
+        if self._ends is not None and time.monotonic() > self._ends:
+            raise httpx.ReadTimeout(self._late(), request=self._response.request)
         self._raw += len(piece)
         if self._raw > MAX_ANSWER_BYTES:
             raise unread_answer_error(self._response, f"too large: over {_LIMIT}")
@@ -129,6 +151,12 @@ class _BoundedBody(httpx.SyncByteStream, httpx.AsyncByteStream):
         self._decoded += decoded
         if self._decoded > MAX_ANSWER_BYTES:
             raise unread_answer_error(self._response, f"too large once decoded: over {_LIMIT}")
+
+    def _late(self) -> str:
+        if self._by_deadline:
+            return "the answer's body did not arrive whole before the call's total_timeout"
+        timeout = self._response.request.extensions["timeout"]["read"]
+        return f"the answer's body did not arrive whole within {timeout:g} s of its headers"
 
 
 def _decoder_for(response: httpx.Response, value: bytes) -> _ZlibDecoder | None:

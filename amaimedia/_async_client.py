@@ -35,6 +35,7 @@ from ._types import TimeoutTypes, ToolName, Units
 if TYPE_CHECKING:
     import psycopg
 
+    from ._deadline import Deadline
     from ._types import VerifyTypes
 
 __all__ = ["AsyncAmaiClient"]
@@ -59,7 +60,9 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             environment variable; a client without a key cannot be built.
         base_url: The API's root URL. Defaults to `AMAI_BASE_URL`, then to
             `https://api.amaimedia.com`. Plain `http://` is refused except on loopback.
-        timeout: Seconds to wait for each attempt, an `httpx.Timeout`, or `None`.
+        timeout: Seconds for each phase of an attempt (connecting, sending, and the
+            answer: its headers, then its body as a whole), an `httpx.Timeout` to set
+            them one by one, or `None`.
         max_retries: How many times to retry a request that failed in a way worth
             retrying (connection errors, timeouts, 408, 429, 5xx).
         max_retry_after: The longest `Retry-After`, in seconds, that the client waits
@@ -369,7 +372,7 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             if deadline is not None:
                 deadline.start_attempt(request, self._config.timeout)
             with self._in_flight.attempt(request, self._http):
-                response = await self._attempt(request)
+                response = await self._attempt(request, deadline)
             return parse(response)
 
         try:
@@ -386,13 +389,13 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             deadline=deadline,
         )
 
-    async def _attempt(self, request: httpx.Request) -> httpx.Response:
+    async def _attempt(self, request: httpx.Request, deadline: Deadline | None) -> httpx.Response:
         try:
             response = await self._http.send(request, follow_redirects=False, stream=True)
             try:
                 # Read here, so that no answer is read or held beyond the SDK's bounds:
-                # its size and its coding (see _answer.py).
-                bound_answer(response)
+                # its size, its coding and its time (see _answer.py).
+                bound_answer(response, deadline)
                 await response.aread()
             finally:
                 await response.aclose()

@@ -253,6 +253,9 @@ class APIConnectionError(AmaiError):
 class APITimeoutError(APIConnectionError):
     """No answer arrived within the client's timeout, or the call's `total_timeout` ran out.
 
+    An answer's body, too, must be whole within the `read` timeout of its headers (and
+    before the `total_timeout`): one that a server drips a byte at a time ends here.
+
     A call whose `total_timeout` is spent is not retried (`retryable` is `False`).
     """
 

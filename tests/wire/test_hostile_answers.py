@@ -2,10 +2,11 @@
 
 The API's answers are under 200 bytes. Each test here sends one that is not: a 590-byte
 body encoded `gzip, gzip` that expands to 256 MiB, a 200 MiB body (with a length, and
-chunked without one). The client must refuse each with an error that says why, read no
-more of it than the SDK's cap (1 MiB), and hold no more than that in memory: the peak is
-measured with `tracemalloc` around the call, after a first call has loaded everything a
-client loads once.
+chunked without one), a body dripped a byte at a time. The client must refuse the large
+ones with an error that says why, read no more of them than the SDK's cap (1 MiB), and hold
+no more than that in memory (the peak is measured with `tracemalloc` around the call, after
+a first call has loaded everything a client loads once); it must give up on the dripped one
+at its timeout.
 
 Every test runs on each way a client sends: the sync and async clients' own httpx pools,
 `AsyncAmaiClient(transport="aiohttp")`, and an `httpx.Client` / `httpx.AsyncClient` of the
@@ -26,6 +27,7 @@ import pytest
 
 from amaimedia import (
     APIResponseValidationError,
+    APITimeoutError,
     Quote,
     ServerError,
 )
@@ -212,3 +214,48 @@ def test_a_body_within_the_cap_is_read_whole(
         for _ in range(2):
             assert harness.run(client.check("chat")).cost_tokens == QUOTE["cost_tokens"]
         assert server.requests == 2
+
+
+# --- slow bodies -------------------------------------------------------------------------
+
+# A 2,000-byte body, one byte every 20 ms: 40 s to send whole. The server gives up after
+# 300 bytes (6 s) and closes, so that a client that waits it out still ends the test.
+DRIP = Answer(
+    body=lambda: iter([b"{"] * 300), length=2_000, pause=0.02, headers=(("content-type", "x"),)
+)
+# A client that gives up within its budget reads about 25 bytes in 0.5 s; this leaves
+# room for a slow machine, and is far below what a per-read timeout lets through.
+DRIPPED_AT_MOST = 150
+
+
+def test_a_dripped_body_ends_the_attempt_at_its_read_timeout(
+    variant: tuple[Harness, Callable[..., Any]],
+) -> None:
+    harness, make = variant
+    with HostileServer() as server:
+        client = make(server.base_url, timeout=0.5)
+        server.queue(DRIP)
+
+        with pytest.raises(APITimeoutError) as exc_info:
+            harness.run(client.check("chat"))
+
+    assert exc_info.value.retryable
+    assert "within 0.5 s" in str(exc_info.value)
+    assert server.sent[0] < DRIPPED_AT_MOST
+
+
+def test_total_timeout_bounds_a_dripped_body(
+    variant: tuple[Harness, Callable[..., Any]],
+) -> None:
+    harness, make = variant
+    with HostileServer() as server:
+        client = make(server.base_url, timeout=10, total_timeout=0.5, max_retries=2)
+        server.queue(DRIP)
+
+        with pytest.raises(APITimeoutError) as exc_info:
+            harness.run(client.check("chat"))
+
+    assert not exc_info.value.retryable
+    assert "total_timeout of 0.5 s is spent after 1 attempt" in str(exc_info.value)
+    assert server.requests == 1
+    assert server.sent[0] < DRIPPED_AT_MOST
