@@ -65,8 +65,8 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             them one by one, or `None`.
         max_retries: How many times to retry a request that failed in a way worth
             retrying (connection errors, timeouts, 408, 429, 5xx).
-        max_retry_after: The longest `Retry-After`, in seconds, that the client waits
-            for; a longer one raises at once.
+        max_retry_after: The longest `Retry-After`, in seconds (finite), that the
+            client waits for; a longer one raises at once.
         total_timeout: The longest a whole call may take, in seconds, every attempt
             and every wait between them included; `None` (the default) for no limit.
         http_client: An `httpx.AsyncClient` of your own (custom transports, mocks).

@@ -193,8 +193,14 @@ def is_loopback(host: str) -> bool:
 
 
 def resolve_timeout(timeout: TimeoutTypes) -> httpx.Timeout:
-    """Seconds, an `httpx.Timeout`, or `None` for none at all."""
+    """Seconds, an `httpx.Timeout`, or `None` for none at all.
+
+    httpx accepts `httpx.Timeout(-1)` and fails on the first request with a `ValueError`
+    that names no setting; each limit is checked here instead.
+    """
     if isinstance(timeout, httpx.Timeout):
+        for phase, limit in timeout.as_dict().items():
+            _check_phase(phase, limit)
         return timeout
     if timeout is None:
         return httpx.Timeout(None)
@@ -209,6 +215,17 @@ def resolve_timeout(timeout: TimeoutTypes) -> httpx.Timeout:
     return httpx.Timeout(seconds)
 
 
+def _check_phase(phase: str, limit: object) -> None:
+    """One limit of an `httpx.Timeout`: `None`, or a positive, finite number of seconds."""
+    if limit is None:
+        return
+    where = f"timeout: the {phase} limit of the httpx.Timeout"
+    if isinstance(limit, bool) or not isinstance(limit, int | float):
+        raise TypeError(f"{where} must be a number of seconds or None, got {type(limit).__name__}")
+    if not math.isfinite(_as_float("timeout", limit)) or limit <= 0:
+        raise ValueError(f"{where} must be a positive number of seconds or None, got {limit!r}")
+
+
 def resolve_max_retries(max_retries: int) -> int:
     """A whole number of retries, zero or more."""
     if isinstance(max_retries, bool) or not isinstance(max_retries, int):
@@ -219,14 +236,20 @@ def resolve_max_retries(max_retries: int) -> int:
 
 
 def resolve_max_retry_after(max_retry_after: float) -> float:
-    """The longest `Retry-After` the client will wait for, in seconds."""
+    """The longest `Retry-After` the client will wait for, in seconds: finite, 0 or more.
+
+    Infinity would make every `Retry-After` one to wait for, `1e308` seconds included.
+    """
     if isinstance(max_retry_after, bool) or not isinstance(max_retry_after, int | float):
         raise TypeError(
             f"max_retry_after must be a number of seconds, got {type(max_retry_after).__name__}"
         )
     seconds = _as_float("max_retry_after", max_retry_after)
-    if math.isnan(seconds) or seconds < 0:
-        raise ValueError(f"max_retry_after must be 0 or more seconds, got {max_retry_after!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(
+            "max_retry_after must be a finite number of seconds, 0 or more, "
+            f"got {max_retry_after!r}"
+        )
     return seconds
 
 

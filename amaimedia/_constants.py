@@ -12,6 +12,9 @@ DEFAULT_TIMEOUT: Final = 30.0
 DEFAULT_MAX_RETRIES: Final = 2
 # The documented rate-limit windows are 60 s, so a longer Retry-After means "not soon".
 DEFAULT_MAX_RETRY_AFTER: Final = 60.0
+# A Retry-After longer than a day is no wait a server means (`Retry-After: 1e308` cannot
+# even be slept): it is taken for a broken header, as if there were none.
+MAX_RETRY_AFTER_HEADER: Final = 86_400.0
 
 # Exponential backoff with jitter between retries when the server gives no Retry-After.
 INITIAL_RETRY_DELAY: Final = 0.5

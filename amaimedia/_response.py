@@ -21,6 +21,7 @@ from typing import Any, Final, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from ._constants import MAX_RETRY_AFTER_HEADER
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -93,26 +94,28 @@ def parse_retry_after(headers: httpx.Headers, *, now: float | None = None) -> fl
     """Seconds the server asked to wait: `retry-after-ms`, else `Retry-After`.
 
     `Retry-After` may be a number of seconds or an HTTP date. Anything unreadable or
-    negative counts as not given.
+    negative counts as not given, and so does a wait longer than a day
+    (`MAX_RETRY_AFTER_HEADER`): no server means `Retry-After: 1e308`, which cannot even be
+    slept, so the client falls back to its own backoff.
     """
     milliseconds = headers.get("retry-after-ms")
     if milliseconds is not None:
         seconds = _finite_non_negative(milliseconds)
         if seconds is not None:
-            return seconds / 1000
+            return _sane(seconds / 1000)
     value = headers.get("retry-after")
     if value is None:
         return None
     seconds = _finite_non_negative(value)
     if seconds is not None:
-        return seconds
+        return _sane(seconds)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:  # the zoneless asctime form of an HTTP date is GMT too
         when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return _sane(max(0.0, when.timestamp() - (time.time() if now is None else now)))
 
 
 def _finite_non_negative(text: str) -> float | None:
@@ -121,6 +124,10 @@ def _finite_non_negative(text: str) -> float | None:
     except ValueError:
         return None
     return number if number >= 0 and number != float("inf") else None
+
+
+def _sane(seconds: float) -> float | None:
+    return seconds if seconds <= MAX_RETRY_AFTER_HEADER else None
 
 
 def _decode_body(response: httpx.Response) -> object:
