@@ -31,6 +31,7 @@ from ._journal import open_journal
 from ._logging import logger
 from ._metered_base import MeteredArguments, ReferenceArgument
 from ._models import Charge, CheckRequest, Quote, SpendRequest
+from ._printable import printable
 from ._references import new_reference
 from ._response import parse_response, request_id_of
 from ._retry import RetryPolicy
@@ -291,10 +292,11 @@ class BaseClient(Generic[_HttpT]):
 
 def _log_response(response: httpx.Response) -> None:
     if logger.isEnabledFor(logging.DEBUG):
+        request_id = request_id_of(response)
         logger.debug(
             "%s %s -> %d (request_id=%s)",
             response.request.method,
             response.request.url.path,
             response.status_code,
-            request_id_of(response),
+            request_id if request_id is None else printable(request_id),
         )

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, TypedDict
 import httpx
 
 from ._html import html_table
+from ._printable import printable
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -90,7 +91,8 @@ class AmaiError(Exception):
     def _context(self) -> str:
         """` (request_id=…, reference=…)`: what a log line needs to trace the call."""
         pairs = (("request_id", getattr(self, "request_id", None)), ("reference", self.reference))
-        shown = [f"{name}={value}" for name, value in pairs if value]
+        # The request id is a header of the server's: shown escaped, kept as it came.
+        shown = [f"{name}={printable(value)}" for name, value in pairs if value]
         return f" ({', '.join(shown)})" if shown else ""
 
     def _repr_html_(self) -> str:
@@ -141,7 +143,10 @@ class APIError(AmaiError):
     """The server answered with an error status.
 
     `str(error)` gives one log line with the status, the stable error string and the
-    request id, which is everything a support ticket needs.
+    request id, which is everything a support ticket needs. Text from the server is
+    shown with its control characters escaped, as `repr()` escapes them, so that it can
+    neither break the line nor drive a terminal; `body`, `error` and `request_id` keep
+    what the server sent.
 
     Attributes:
         status_code: The HTTP status of the answer.
@@ -170,7 +175,7 @@ class APIError(AmaiError):
         self.retry_after = details.get("retry_after")
 
     def __str__(self) -> str:
-        label = self.error or _reason_phrase(self.status_code)
+        label = printable(self.error) if self.error else _reason_phrase(self.status_code)
         return f"{self.status_code} {label}: {self.message}{self._context()}"
 
     def __repr__(self) -> str:

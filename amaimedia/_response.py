@@ -1,7 +1,8 @@
 """From an HTTP answer to a model or an exception: the one place errors are mapped.
 
 The stable error string decides first; the status code second. The mapping never lets a
-`JSONDecodeError`, `KeyError` or pydantic `ValidationError` from a server body escape.
+`JSONDecodeError`, `KeyError` or pydantic `ValidationError` from a server body escape, and
+every string of the server's that a message quotes goes through `printable()`.
 
 The body has been read by then, within the SDK's bounds (`_answer.py`); an answer refused
 unread (too large, encoded twice over) still maps by its status, to the same classes, with
@@ -35,6 +36,7 @@ from ._exceptions import (
     _ErrorDetails,
 )
 from ._models import ErrorBody
+from ._printable import printable
 from ._tracebacks import forget_frames_holding
 
 __all__ = [
@@ -162,11 +164,12 @@ def error_from_response(
     cls = _BY_ERROR_STRING.get(details.error or "")
     if cls is None:
         cls = ServerError if status >= 500 else _BY_STATUS.get(status, APIError)
-    message = details.message or _DESCRIPTIONS[cls]
+    message = printable(details.message) if details.message else _DESCRIPTIONS[cls]
     if 300 <= status < 400:
+        # repr() escapes its control characters as printable() would.
+        location = response.headers.get("location", "(no location)")
         message = (
-            f"unexpected redirect to {response.headers.get('location', '(no location)')!r}; "
-            "redirects are not followed, check base_url"
+            f"unexpected redirect to {location!r}; redirects are not followed, check base_url"
         )
     if unread is not None:
         message += f"; the answer is {unread}, so its body was not read"
@@ -216,7 +219,7 @@ def parse_response(
             raise error_from_response(response, body) from None
         raise APIResponseValidationError(
             f"the answer to {response.request.url.path} is not a valid "
-            f"{model.__name__}: {_summarize(exc)}",
+            f"{model.__name__}: {printable(_summarize(exc))}",
             status_code=response.status_code,
             body=body,
             request_id=request_id_of(response),
@@ -271,7 +274,8 @@ def connection_error(exc: httpx.RequestError, request: httpx.Request) -> APIConn
     """
     _forget_key(exc, request)
     where = f"{request.method} {request.url}"
-    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    # httpx and aiohttp quote some of what the peer sent in their messages.
+    detail = f"{type(exc).__name__}: {printable(str(exc))}" if str(exc) else type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
         return APITimeoutError(f"no answer to {where} within the timeout ({detail})")
     host = request.url.host
