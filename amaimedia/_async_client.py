@@ -74,7 +74,8 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             certificates and fork safety are yours to set.
         verify: How the client's own pool checks certificates: `True` (against
             `SSL_CERT_FILE` or `SSL_CERT_DIR` when set, else certifi's bundle), a CA
-            file or directory, an `ssl.SSLContext`, or `False` to check nothing.
+            file or directory, an `ssl.SSLContext`, or `False` to check nothing (a
+            warning is logged, as for a context that checks nothing).
         proxy: A proxy URL for every `https://` request of the client's own pool,
             instead of `HTTPS_PROXY` / `ALL_PROXY` / `NO_PROXY`. Plain `http://` (only
             ever to the loopback) never goes through a proxy.

@@ -7,7 +7,11 @@ As httpx decides, for every pool the SDK creates, whatever sends the bytes:
 - `verify="/path/to/ca.pem"` (a file or a directory of hashed certificates), or an
   `ssl.SSLContext` of your own, used as it is;
 - `verify=False`: no verification at all, with a warning logged, since anyone on the path
-  could then read the API key.
+  could then read the API key; an `ssl.SSLContext` that checks no certificate
+  (`verify_mode=CERT_NONE`) or no host name (`check_hostname=False`) gets the same warning.
+
+A pool passed in as `http_client` is the caller's, and so is its `verify`: the SDK does
+not look inside it, and logs nothing about it.
 
 The paths are checked when the client is built, so that a typo fails at start-up; the
 certificates are loaded, which takes tens of milliseconds, when the first connection
@@ -72,6 +76,7 @@ class TLSSettings:
             ValueError: A CA path does not exist.
         """
         if isinstance(verify, ssl.SSLContext):
+            _warn_if_unchecked(verify)
             return cls(context=verify, source="verify (an ssl.SSLContext)")
         if isinstance(verify, bool):
             if not verify:
@@ -122,6 +127,21 @@ class TLSSettings:
     def loaded(self) -> bool:
         """Whether `ssl_context()` returns at once: the certificates are loaded."""
         return self._built is not None
+
+
+def _warn_if_unchecked(context: ssl.SSLContext) -> None:
+    """Log, as for `verify=False`, a context that lets any certificate or host through."""
+    if context.verify_mode == ssl.CERT_NONE:
+        what = "checks no certificate (verify_mode=CERT_NONE)"
+    elif not context.check_hostname:
+        what = "checks no host name (check_hostname=False), so any valid certificate passes"
+    else:
+        return
+    logger.warning(
+        "verify is an ssl.SSLContext that %s: anyone on the network path can read the API "
+        "key; use it only against a test server",
+        what,
+    )
 
 
 def _changed(path: str | None) -> int:
