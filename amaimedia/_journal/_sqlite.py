@@ -5,6 +5,13 @@ process sends a spend it holds a claim on the entry: an exclusive lock on one by
 side file (`<journal>-claims`), at the entry's id. Another process skips a claimed entry.
 The operating system drops the locks of a process that dies, so what a killed process
 left behind can be replayed at once, with no lease to expire.
+
+The journal is its owner's alone. The file, its side files (`-wal`, `-shm`, `-claims`)
+and the directories the journal creates are made owner-only (0600, 0700) whatever the
+umask, and a journal file or side file that another user owns, that others may write, or
+that is a symbolic link is refused when the journal is opened: whoever can write a
+journal chooses what is replayed from it. On Windows the permissions are left to the
+directory's ACL.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import stat
 import sys
 import threading
 import time
@@ -41,6 +49,14 @@ _ADD = (
     "attempts = 0, last_error = NULL, error_code = NULL"
 )
 _ENTRY = "SELECT id FROM spends WHERE scope = ? AND tool = ? AND reference = ?"
+# Owner-only, whatever the umask; what others may write, or another user owns, is refused.
+_FILE_MODE = 0o600
+_DIRECTORY_MODE = 0o700
+_OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
+_OTHERS_ANY = 0o077
+_SIDE_FILES = ("-wal", "-shm", "-journal", "-claims")
+_CHECKS_OWNERS = hasattr(os, "geteuid")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spends (
@@ -67,10 +83,13 @@ class SQLiteSpendJournal:
     The SQLite implementation of the `SpendJournal` protocol.
 
     Args:
-        path: The file; `~` is expanded and missing parent directories are created.
+        path: The file; `~` is expanded and missing parent directories are created
+            (owner-only). A new file is created owner-only too.
 
     Raises:
-        SpendJournalError: The file is corrupt, not a spend journal, or not writable.
+        SpendJournalError: The file is corrupt, not a spend journal, not writable, or
+            not its owner's alone: another user owns it or one of its side files, or
+            others may write them (the message says which file, and how to fix it).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -79,12 +98,18 @@ class SQLiteSpendJournal:
         self.path = Path(path).expanduser().resolve()
         self._local = threading.local()
         directory_existed = self.path.parent.is_dir()
-        existed = self.path.exists()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _make_directories(self.path.parent)
+            existed = not _create_private(self.path)
+            # Before a byte of the file is read: a journal others may write is not used.
+            _refuse_shared(self.path)
             with self._connect() as db:
                 _prepare(db)
+            # The write-ahead log and its index exist now; SQLite made them as private
+            # as the file, unless someone else had made them first.
+            _refuse_shared(self.path)
             _claims_for(self.path)  # the side file, opened now so that it fails now
+            _make_private(self.path)
         except (OSError, sqlite3.Error, SpendJournalError) as exc:
             raise SpendJournalError(f"cannot use {self.path} as a spend journal: {exc}") from exc
         if not existed:
@@ -304,6 +329,106 @@ def _entry(row: tuple[object, ...]) -> JournalEntry:
     return JournalEntry(id=int(str(entry_id)), spend=spend)
 
 
+# -- owner-only files ----------------------------------------------------------------
+
+
+def _make_directories(directory: Path) -> None:
+    """Create the missing directories above the journal, owner-only whatever the umask."""
+    missing: list[Path] = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for made in reversed(missing):
+        try:
+            made.mkdir(mode=_DIRECTORY_MODE)
+        except FileExistsError:
+            continue  # another opener made it a moment ago; it is theirs to set
+        if _CHECKS_OWNERS:
+            os.chmod(made, _DIRECTORY_MODE)
+
+
+def _create_private(path: Path) -> bool:
+    """Create the journal file owner-only unless it exists; whether it was created.
+
+    SQLite creates the side files with the file's own permissions, so they are private
+    too.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, _FILE_MODE)
+    except FileExistsError:
+        return False
+    try:
+        if _CHECKS_OWNERS:
+            os.fchmod(fd, _FILE_MODE)  # whatever the umask
+    finally:
+        os.close(fd)
+    return True
+
+
+def _refuse_shared(path: Path) -> None:
+    """Refuse a journal whose file or side files are not this user's alone.
+
+    Raises:
+        SpendJournalError: One is a symbolic link, not a file, owned by another user, or
+            writable by its group or by everyone.
+    """
+    if not _CHECKS_OWNERS:  # pragma: no cover - Windows: the directory's ACL decides
+        return
+    for name in ("", *_SIDE_FILES):
+        file = Path(f"{path}{name}")
+        try:
+            status = os.lstat(file)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(status.st_mode):
+            raise SpendJournalError(
+                f"{file} is a symbolic link, which could send the journal's writes anywhere: "
+                "remove it, and keep the journal in a directory of your own"
+            )
+        if not stat.S_ISREG(status.st_mode):
+            if not name:
+                continue  # the journal path itself: SQLite says what is wrong with it
+            raise SpendJournalError(f"{file} is not a regular file: remove it")
+        _refuse_foreign(file, status)
+
+
+def _refuse_foreign(file: Path, status: os.stat_result) -> None:
+    """Refuse a file that another user owns, or that others may write."""
+    if not _CHECKS_OWNERS:  # pragma: no cover - Windows: the directory's ACL decides
+        return
+    me = os.geteuid()
+    if status.st_uid != me:
+        raise SpendJournalError(
+            f"{file} is owned by another user (uid {status.st_uid}, this process runs as "
+            f"uid {me}), who could have chosen the spends in it: keep the journal in a "
+            "directory of your own, or, if the file is yours, give it back to you "
+            f"(chown {me} {file})"
+        )
+    mode = stat.S_IMODE(status.st_mode)
+    if mode & _OTHERS_WRITE:
+        raise SpendJournalError(
+            f"{file} can be written by other users (mode {mode:#o}), and whoever can write "
+            f"a journal chooses what your key is charged: make it yours alone (chmod 600 "
+            f"{file}) if you trust what it holds, or remove it"
+        )
+
+
+def _make_private(path: Path) -> None:
+    """Take the read bits of others off the journal's files, which are ours (checked)."""
+    if not _CHECKS_OWNERS:  # pragma: no cover - Windows: the directory's ACL decides
+        return
+    for name in ("", *_SIDE_FILES):
+        file = Path(f"{path}{name}")
+        try:
+            mode = stat.S_IMODE(os.lstat(file).st_mode)
+            if mode & _OTHERS_ANY:
+                # An older SDK made it 0644 under the usual umask: readable by anyone.
+                # (Not a link: `_refuse_shared` checked them all a moment ago.)
+                os.chmod(file, mode & ~_OTHERS_ANY)
+        except FileNotFoundError:
+            continue
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
@@ -367,7 +492,20 @@ if sys.platform != "win32":
     import fcntl
 
     def _open_lock_file(path: Path) -> int:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        flags = os.O_RDWR | os.O_NOFOLLOW
+        try:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+        except FileExistsError:
+            fd = os.open(path, flags)
+            try:
+                # Checked on the descriptor that is kept: nothing can swap the file now.
+                _refuse_foreign(path, os.fstat(fd))
+            except BaseException:
+                os.close(fd)
+                raise
+        else:
+            os.fchmod(fd, _FILE_MODE)  # whatever the umask
+        return fd
 
     def _lock_byte(fd: int, offset: int) -> bool:
         try:
