@@ -33,7 +33,7 @@ if TYPE_CHECKING:
         SpendFailedError,
         SpendJournalError,
     )
-    from ._journal import JournalEntry, PendingSpend, SpendJournal
+    from ._journal import JournalEntry, PendingSpend, RefusedSpend, SpendJournal
     from ._journal._postgres import PostgresSpendJournal
     from ._journal._replay import ReplayReport
     from ._journal._sqlite import SQLiteSpendJournal
@@ -70,6 +70,7 @@ __all__ = [
     "PostgresSpendJournal",
     "Quote",
     "RateLimitError",
+    "RefusedSpend",
     "ReplayReport",
     "SQLiteSpendJournal",
     "ServerError",
@@ -110,7 +111,7 @@ _SDK = {
         ],
         "._exceptions",
     ),
-    **dict.fromkeys(["JournalEntry", "PendingSpend", "SpendJournal"], "._journal"),
+    **dict.fromkeys(["JournalEntry", "PendingSpend", "RefusedSpend", "SpendJournal"], "._journal"),
     "ReplayReport": "._journal._replay",
     **dict.fromkeys(["Meter", "MeterState"], "._meter"),
     "MeteredBlock": "._metered",

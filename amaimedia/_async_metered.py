@@ -113,19 +113,20 @@ class AsyncMeteredBlock:
 
 async def _charge(client: AsyncAmaiClient, journal: ScopedJournal | None, meter: Meter) -> None:
     meter.state = "charging"
-    entry = owned = None
+    written = owned = None
     if journal is not None:
-        entry, claimed = await claim_in_thread(
+        written = await claim_in_thread(
             journal.add, journal.undo_add, meter.tool, meter.units, meter.reference
         )
-        owned = entry if claimed else None
+        owned = written.owned
     try:
         charge = await client.spend(meter.tool, meter.units, reference=meter.reference)
     except AmaiError as exc:
         meter.state = "spend_failed"
         if owned is not None and journal is not None:
             await run_in_thread(journal.failed, owned, exc)
-        raise spend_failed(meter, exc, journaled=entry is not None) from exc
+        journaled = written is not None and written.entry is not None
+        raise spend_failed(meter, exc, journaled=journaled) from exc
     except BaseException:
         # Interrupted mid-spend: the outcome is unknown. The entry stays pending, and its
         # claim is dropped so that replay_pending() can settle it.
@@ -135,8 +136,8 @@ async def _charge(client: AsyncAmaiClient, journal: ScopedJournal | None, meter:
         raise
     meter.charge = charge
     meter.state = "charged"
-    if owned is not None and journal is not None:
-        await run_in_thread(journal.done, owned, charge)
+    if owned is not None and journal is not None and written is not None:
+        await run_in_thread(journal.done, owned, charge, written.spend)
     log_charge(meter, charge)
 
 
@@ -144,29 +145,54 @@ async def areplay_journal(
     client: AsyncAmaiClient,
     journal: ScopedJournal,
     rules: ReplayRules,
+    *,
+    adopt_unauthenticated: bool = False,
 ) -> ReplayReport:
-    """Send the pending spends of `journal` with `client`; see `replay_pending()`."""
+    """Send the pending spends of `journal` with `client`; see `replay_pending()`.
+
+    Only rows whose authentication code checks out are sent (or rows adopted as asked);
+    the others are reported as refused. One row that fails, however it fails, is
+    recorded and reported, and the replay goes on with the rest.
+    """
     report = ReplayReport()
     now = rules.now()
-    for entry in await run_in_thread(journal.pending):
-        spend = entry.spend
+    survey = await run_in_thread(
+        functools.partial(journal.survey, adopt_unauthenticated=adopt_unauthenticated, note=True)
+    )
+    report.refused.extend(survey.refused)
+    for candidate in survey.candidates:
+        spend = candidate.spend
         if not rules.sort(spend, report, now):
             continue
-        undo = functools.partial(journal.undo_claim, entry.id)
-        if not await claim_in_thread(journal.claim_pending, undo, entry.id):
+        undo = functools.partial(journal.undo_claim, candidate.id)
+        if not await claim_in_thread(journal.claim_pending, undo, candidate.id):
             report.held.append(spend)
             continue
+        if candidate.adopt:
+            # Under the claim: nobody sends the entry while it changes hands.
+            try:
+                refusal = await run_in_thread(journal.adopt, candidate)
+            except BaseException:
+                await run_shielded(journal.release, candidate.id)
+                raise
+            if refusal is not None:
+                await run_in_thread(journal.release, candidate.id)
+                report.refused.append(refusal)
+                continue
         try:
             charge = await client.spend(spend.tool, spend.units, reference=spend.reference)
-        except AmaiError as exc:
-            await run_in_thread(journal.failed, entry.id, exc)
+        except (AmaiError, ValueError, TypeError) as exc:
+            # ValueError, TypeError: what the row holds is no spend the API takes (units
+            # that are not finite in a row adopted from 0.1, say). Nothing was sent; it is
+            # recorded like a failure, and the replay goes on with the rest.
+            await run_in_thread(journal.failed, candidate.id, exc)
             journal.replay_failed(spend, exc)
             report.failed.append(spend)
             continue
         except BaseException:
-            await run_shielded(journal.release, entry.id)
+            await run_shielded(journal.release, candidate.id)
             raise
-        await run_in_thread(journal.done, entry.id, charge)
+        await run_in_thread(journal.done, candidate.id, charge, spend)
         report.append(charge)
     journal.report_stale(report.stale, rules)
     return report

@@ -27,7 +27,7 @@ from ._config import (
 from ._deadline import Deadline
 from ._exceptions import AmaiError
 from ._in_flight import InFlight
-from ._journal import open_journal
+from ._journal import journal_keys, open_journal
 from ._logging import logger
 from ._metered_base import MeteredArguments, ReferenceArgument
 from ._models import Charge, CheckRequest, Quote, SpendRequest
@@ -106,10 +106,10 @@ class BaseClient(Generic[_HttpT]):
         # carry another key).
         self._journal = None
         if self._journal_backend is not None:
-            from ._journal import ScopedJournal, journal_scope
+            from ._journal import ScopedJournal
 
-            scope = journal_scope(config.api_key.reveal(), config.base_url)
-            self._journal = ScopedJournal(self._journal_backend, scope)
+            keys = journal_keys(config.api_key, config.base_url)
+            self._journal = ScopedJournal(self._journal_backend, keys)
 
     def _new_http_client(self, config: ClientConfig, options: TransportOptions) -> _HttpT:
         raise NotImplementedError

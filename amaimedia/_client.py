@@ -308,14 +308,18 @@ class AmaiClient(BaseClient[httpx.Client]):
         body = SpendRequest.from_arguments(tool=tool, units=units, reference=reference)
         journal = self._require_journal()
         outbox = journal.outbox(connection, is_async=False)
-        outbox.add_in(connection, journal.scope, body.tool, body.units, body.reference)
+        outbox.add_in(connection, body.tool, body.units, body.reference)
         return body.reference
 
     def pending_spends(self) -> list[PendingSpend]:
         """The spends of this key in the spend journal that the server has not confirmed.
 
         That is: spends being sent right now, spends that failed (`SpendFailedError`),
-        and spends left by a process that died between the work and the spend.
+        and spends left by a process that died between the work and the spend. Only rows
+        whose authentication code shows this key wrote them as they are: the others
+        (changed by someone without the key, written by amaimedia 0.1, malformed) are
+        left out, logged once as a warning, and reported by `replay_pending()` in its
+        `refused`.
 
         Raises:
             AmaiError: The client keeps no spend journal.
@@ -329,6 +333,7 @@ class AmaiClient(BaseClient[httpx.Client]):
         *,
         max_age: float | timedelta | None = DEFAULT_MAX_AGE,
         older_than: float | timedelta = 0,
+        adopt_unauthenticated: bool = False,
     ) -> ReplayReport:
         """Send the pending spends of this key in the journal again, oldest first.
 
@@ -337,6 +342,11 @@ class AmaiClient(BaseClient[httpx.Client]):
         process is sending is skipped. A spend that fails again stays pending with its
         error (see `pending_spends()`) and is logged as a warning; the others go on.
 
+        Only rows whose authentication code checks out are sent. A row changed by
+        someone without the key, one flipped back to pending after it was charged, and a
+        malformed one are refused: never sent, logged as a warning, noted on the row and
+        reported in `refused`; the others go on.
+
         Args:
             max_age: Entries older than this (seconds, or a `timedelta`; 7 days by
                 default) are not sent but reported as stale: the API does not say how
@@ -344,11 +354,15 @@ class AmaiClient(BaseClient[httpx.Client]):
                 `None` sends them all.
             older_than: Skip entries younger than this: a block that is still running
                 (in another process) most likely owns them. 0 by default.
+            adopt_unauthenticated: Also adopt and send the entries amaimedia 0.1 wrote
+                for this key, which carry no authentication code: only once you know
+                nobody else could write the journal, since nothing shows they are as 0.1
+                wrote them. Off by default: they are reported in `refused`.
 
         Returns:
             The charges of the spends that went through, a list that also tells what was
             left pending and why: `failed`, `stale`, `held` (another worker is sending
-            them) and `young`.
+            them), `young` and `refused`.
 
         Raises:
             AmaiError: The client keeps no spend journal.
@@ -357,7 +371,12 @@ class AmaiClient(BaseClient[httpx.Client]):
             TypeError: An age is neither seconds nor a `timedelta`.
         """
         rules = ReplayRules(max_age, older_than)
-        return replay_journal(self, self._require_journal(), rules)
+        return replay_journal(
+            self,
+            self._require_journal(),
+            rules,
+            adopt_unauthenticated=bool(adopt_unauthenticated),
+        )
 
     def _send(self, request: httpx.Request, parse: Callable[[httpx.Response], _T]) -> _T:
         deadline = self._deadline()

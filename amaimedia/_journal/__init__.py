@@ -9,6 +9,7 @@ process or another, with `replay_pending()`.
 - `_protocol.py`: `SpendJournal`, the interface a backend implements, and its entries.
 - `_scoped.py`: `ScopedJournal`, one client's entries in a backend, and the rules the
   metered blocks follow with it.
+- `_integrity.py`: the rows' authentication codes and the scopes, derived from the key.
 - `_sqlite.py`: the SQLite file backend, for one machine.
 - `_postgres.py`: the PostgreSQL backend (psycopg 3, extra `postgres`), for a fleet.
 
@@ -19,21 +20,27 @@ that keeps a journal.
 from __future__ import annotations
 
 import os
-from typing import TypeAlias
+from typing import TypeAlias, TypeGuard
 
-from ._protocol import EntryId, JournalEntry, PendingSpend, SpendJournal
-from ._scoped import ScopedJournal, journal_scope
+from ._integrity import JournalKeys
+from ._protocol import EntryId, JournalEntry, PendingSpend, RefusedSpend, SpendJournal
+from ._scoped import ScopedJournal, journal_keys
 
 __all__ = [
     "EntryId",
     "JournalEntry",
+    "JournalKeys",
     "JournalTarget",
     "PendingSpend",
+    "RefusedSpend",
     "ScopedJournal",
     "SpendJournal",
-    "journal_scope",
+    "is_database_url",
+    "journal_keys",
     "open_journal",
 ]
+
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 JournalTarget: TypeAlias = "str | os.PathLike[str] | SpendJournal"
@@ -54,7 +61,7 @@ def open_journal(target: JournalTarget) -> SpendJournal:
             cannot be reached, a place the process cannot write.
     """
     try:
-        if isinstance(target, str) and target.startswith(("postgresql://", "postgres://")):
+        if is_database_url(target):
             from ._postgres import PostgresSpendJournal
 
             return PostgresSpendJournal(target)
@@ -73,3 +80,8 @@ def open_journal(target: JournalTarget) -> SpendJournal:
         "spend_journal must be a path, a postgresql:// URL or a SpendJournal, "
         f"got {type(target).__name__}"
     )
+
+
+def is_database_url(target: object) -> TypeGuard[str]:
+    """Whether `open_journal(target)` opens a PostgreSQL journal (a `postgresql://` URL)."""
+    return isinstance(target, str) and target.startswith(_POSTGRES_SCHEMES)

@@ -20,12 +20,17 @@ again.
 The connection string's password never leaves this module: `location` shows the URL
 without it, errors are worded without it, and the frames that held it are cut out of the
 tracebacks of the failures this module raises.
+
+Layout 2 (amaimedia 0.2) gives each row its authentication code (`mac`, computed by the
+clients: `_integrity.py`) and the journal its random salt (`amaimedia_schema.salt`). A
+layout 1 journal is upgraded in place when it is opened, by a role that owns its tables;
+the rows 0.1 wrote keep their old scope and no code, and are reported, never sent, until
+a client adopts them explicitly.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import threading
@@ -35,17 +40,19 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from amaimedia._exceptions import APIError, SpendJournalError
+from amaimedia._logging import logger
 from amaimedia._tracebacks import forget_frames_holding
 from amaimedia._types import Units
 
-from ._protocol import EntryId, JournalEntry, PendingSpend
+from ._integrity import encode_units, new_salt
+from ._protocol import EntryId, StoredEntry, read_entry
 
 if TYPE_CHECKING:
     import psycopg
 
 __all__ = ["PostgresSpendJournal"]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 # Advisory locks: entry claims use the two-key form under this namespace ("amai"); the
 # schema lock uses the one-key form, a separate key space.
 _NAMESPACE: Final = 0x616D6169
@@ -61,7 +68,8 @@ _CREATE = (
     """
     CREATE TABLE IF NOT EXISTS amaimedia_schema (
         name TEXT PRIMARY KEY,
-        version INTEGER NOT NULL
+        version INTEGER NOT NULL,
+        salt TEXT
     )
     """,
     """
@@ -78,6 +86,7 @@ _CREATE = (
         state TEXT NOT NULL DEFAULT 'pending',
         charged BIGINT,
         done_at TIMESTAMPTZ,
+        mac TEXT,
         UNIQUE (scope, tool, reference)
     )
     """,
@@ -87,10 +96,17 @@ _CREATE = (
     """,
 )
 
+# Everything a rewritten entry gets afresh: its units, time and code, and its history.
+_UNPARSABLE: Final = (
+    "cannot parse the connection string of a PostgreSQL spend journal (it is not shown: it "
+    "may hold a password); pass a postgresql:// URL or key=value pairs"
+)
 _ADD = """
-INSERT INTO amaimedia_spends (scope, tool, units, reference) VALUES (%s, %s, %s, %s)
+INSERT INTO amaimedia_spends (scope, tool, units, reference, created_at, mac)
+VALUES (%s, %s, %s, %s, COALESCE(%s::timestamptz, now()), %s)
 ON CONFLICT (scope, tool, reference) DO UPDATE SET
-    units = excluded.units, state = 'pending', done_at = NULL, charged = NULL,
+    units = excluded.units, created_at = excluded.created_at, mac = excluded.mac,
+    state = 'pending', done_at = NULL, charged = NULL,
     attempts = 0, last_error = NULL, error_code = NULL
 RETURNING id
 """
@@ -105,8 +121,12 @@ SELECT id, pg_try_advisory_lock(
 _TRY_LOCK = "SELECT pg_try_advisory_lock(%s, %s)"
 _UNLOCK = "SELECT pg_advisory_unlock(%s, %s)"
 _STATE = "SELECT state FROM amaimedia_spends WHERE id = %s FOR UPDATE"
+# The time as text, decoded row by row: a value psycopg cannot load (`infinity`) would
+# otherwise fail the whole listing.
 _PENDING = """
-SELECT id, tool, units, reference, created_at, attempts, last_error, error_code
+SELECT id, tool, units, reference,
+    to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
+    attempts, last_error, error_code, mac
 FROM amaimedia_spends WHERE scope = %s AND state = 'pending' ORDER BY id
 """
 
@@ -165,10 +185,7 @@ class PostgresSpendJournal:
         if params is None:
             # Before the string is understood, nothing of it is safe to show.
             del secrets
-            raise SpendJournalError(
-                "cannot parse the connection string of a PostgreSQL spend journal (it is not "
-                "shown: it may hold a password); pass a postgresql:// URL or key=value pairs"
-            )
+            raise SpendJournalError(_UNPARSABLE)
         self._secrets = tuple(
             secret
             for secret in (*secrets, os.environ.get("PGPASSWORD"))
@@ -183,7 +200,7 @@ class PostgresSpendJournal:
         self._pools: dict[int, _Sessions] = {}
         self._pools_lock = threading.Lock()
         with self._session("open") as session, session.db.transaction():
-            _prepare(session.db)
+            self._salt = _prepare(session.db, self.location)
 
     def __repr__(self) -> str:
         # Safe on a journal whose constructor failed too (a traceback shows it).
@@ -228,6 +245,11 @@ class PostgresSpendJournal:
         except psycopg.Error as exc:
             raise self._error(what, exc) from exc
 
+    @property
+    def salt(self) -> str:
+        """The journal's random salt, made with its tables."""
+        return self._salt
+
     def close(self) -> None:
         """Close this process's connections; the journal reconnects when used again.
 
@@ -252,25 +274,42 @@ class PostgresSpendJournal:
 
     # -- the protocol ----------------------------------------------------------------
 
-    def add(self, scope: str, tool: str, units: Units, reference: str) -> EntryId:
+    def add(
+        self,
+        scope: str,
+        tool: str,
+        units: Units,
+        reference: str,
+        *,
+        created_at: datetime | None = None,
+        mac: str | None = None,
+    ) -> EntryId:
         """Commit a pending spend, durably, and return its entry id.
 
         Writing the same `(scope, tool, reference)` again makes that entry pending again,
-        with the new units and a fresh history, rather than adding a second one.
+        with the new units, time and code and a fresh history, rather than adding a
+        second one.
         """
+        values = _values(scope, tool, units, reference, created_at, mac)
         with self._session("write") as session:
-            row = session.db.execute(_ADD, (scope, tool, json.dumps(units), reference)).fetchone()
+            row = session.db.execute(_ADD, values).fetchone()
         assert row is not None  # RETURNING gives the row written
         return int(row[0])
 
     def add_and_claim(
-        self, scope: str, tool: str, units: Units, reference: str
+        self,
+        scope: str,
+        tool: str,
+        units: Units,
+        reference: str,
+        *,
+        created_at: datetime | None = None,
+        mac: str | None = None,
     ) -> tuple[EntryId, bool]:
         """Commit a pending spend and claim it, in one statement; see `SpendJournal`."""
+        values = _values(scope, tool, units, reference, created_at, mac)
         with self._session("write") as session:
-            row = session.db.execute(
-                _ADD_AND_CLAIM, (scope, tool, json.dumps(units), reference, _NAMESPACE)
-            ).fetchone()
+            row = session.db.execute(_ADD_AND_CLAIM, (*values, _NAMESPACE)).fetchone()
             assert row is not None  # RETURNING gives the row written
             entry, claimed = int(row[0]), bool(row[1])
             if claimed and not session.keep(entry):
@@ -293,14 +332,18 @@ class PostgresSpendJournal:
         tool: str,
         units: Units,
         reference: str,
+        *,
+        created_at: datetime | None = None,
+        mac: str | None = None,
     ) -> EntryId:
         """Write a pending spend in the caller's own transaction on `connection`.
 
         It commits (or rolls back) with whatever else that transaction writes.
         """
         psycopg = _psycopg()
+        values = _values(scope, tool, units, reference, created_at, mac)
         try:
-            row = connection.execute(_ADD, (scope, tool, json.dumps(units), reference)).fetchone()
+            row = connection.execute(_ADD, values).fetchone()
         except psycopg.Error as exc:
             raise self._error("write", exc) from exc
         assert row is not None  # RETURNING gives the row written
@@ -313,23 +356,31 @@ class PostgresSpendJournal:
         tool: str,
         units: Units,
         reference: str,
+        *,
+        created_at: datetime | None = None,
+        mac: str | None = None,
     ) -> EntryId:
         """`add_in` on an async connection: the write awaits, the event loop runs on."""
         psycopg = _psycopg()
+        values = _values(scope, tool, units, reference, created_at, mac)
         try:
-            cursor = await connection.execute(_ADD, (scope, tool, json.dumps(units), reference))
+            cursor = await connection.execute(_ADD, values)
             row = await cursor.fetchone()
         except psycopg.Error as exc:
             raise self._error("write", exc) from exc
         assert row is not None  # RETURNING gives the row written
         return int(row[0])
 
-    def mark_done(self, entry: EntryId, charged: int) -> None:
+    def mark_done(self, entry: EntryId, charged: int, *, mac: str | None = None) -> None:
         """Record that the server confirmed the spend, and end this process's claim.
 
-        The `release` that follows has nothing left to do.
+        The pending row's code is replaced by the done row's (`None` leaves none): a row
+        flipped back to pending by hand matches no code. The `release` that follows has
+        nothing left to do.
         """
-        self._settle(entry, f"state = 'done', charged = {int(charged)}, done_at = now()")
+        self._settle(
+            entry, f"state = 'done', charged = {int(charged)}, done_at = now(), mac = {{}}", mac
+        )
 
     def mark_failed(self, entry: EntryId, error: BaseException) -> None:
         """Record a failed attempt, and end this process's claim; the entry stays pending."""
@@ -371,11 +422,35 @@ class PostgresSpendJournal:
                         session.keep(entry)
                 raise
 
-    def pending(self, scope: str) -> list[JournalEntry]:
-        """The pending entries of one scope, oldest first."""
+    def mark_refused(self, entry: EntryId, reason: str) -> None:
+        """Record why a pending entry is not sent, as its `last_error`."""
+        with self._session("write") as session:
+            session.db.execute(
+                "UPDATE amaimedia_spends SET last_error = %s WHERE id = %s AND state = 'pending'",
+                (reason, entry),
+            )
+
+    def rescope(self, entry: EntryId, scope: str, mac: str) -> bool:
+        """Move a pending entry to another scope with its code there; see `SpendJournal`."""
+        errors = _psycopg().errors
+        try:
+            with self._session("write") as session:
+                cursor = session.db.execute(
+                    "UPDATE amaimedia_spends SET scope = %s, mac = %s "
+                    "WHERE id = %s AND state = 'pending'",
+                    (scope, mac, entry),
+                )
+                return cursor.rowcount == 1
+        except SpendJournalError as exc:
+            if isinstance(exc.__cause__, errors.UniqueViolation):
+                return False  # that scope has an entry of this tool and reference
+            raise
+
+    def pending(self, scope: str) -> list[StoredEntry]:
+        """The pending entries of one scope, oldest first; see `SpendJournal`."""
         with self._session("read") as session:
             rows = session.db.execute(_PENDING, (scope,)).fetchall()
-        return [_entry(row) for row in rows]
+        return [read_entry(row, _time) for row in rows]
 
     def claim(self, entry: EntryId) -> bool:
         """Take the exclusive right to send an entry; `False` if someone else holds it."""
@@ -605,11 +680,12 @@ def _lock_keys(entry: EntryId) -> tuple[int, int]:
     return _NAMESPACE ^ (entry >> 32), low - (1 << 32) if low >= 1 << 31 else low
 
 
-def _prepare(db: psycopg.Connection[Any]) -> None:
-    """Create the journal's tables unless they exist, and prune old done entries.
+def _prepare(db: psycopg.Connection[Any], location: str) -> str:
+    """Create the journal's tables unless they exist, upgrade older ones; the salt.
 
     Runs in one transaction under an advisory lock, so that workers opening a new journal
-    at once take turns. A database whose tables exist needs no `CREATE` privilege.
+    at once take turns. A database whose tables exist at this layout needs no `CREATE`
+    privilege, nor ownership of the tables; upgrading from layout 1 needs ownership.
     """
     db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
     row = db.execute(
@@ -625,17 +701,66 @@ def _prepare(db: psycopg.Connection[Any]) -> None:
             f"the database holds a spend journal of layout version {version}, written by a "
             f"newer amaimedia (this one reads version {SCHEMA_VERSION}): upgrade amaimedia"
         )
-    if version is None or row is None or not row[1]:
+    has_spends = row is not None and bool(row[1])
+    if version == 1:
+        _upgrade_from_1(db, location, has_spends=has_spends)
+    if version is None or not has_spends:
         for statement in _CREATE:
             db.execute(statement)
         db.execute(
-            "INSERT INTO amaimedia_schema (name, version) VALUES ('spends', %s) "
+            "INSERT INTO amaimedia_schema (name, version, salt) VALUES ('spends', %s, %s) "
             "ON CONFLICT (name) DO NOTHING",
-            (SCHEMA_VERSION,),
+            (SCHEMA_VERSION, new_salt()),
         )
     db.execute(
         "DELETE FROM amaimedia_spends WHERE state = 'done' AND done_at < now() - %s",
         (_KEEP_DONE,),
+    )
+    salt = db.execute("SELECT salt FROM amaimedia_schema WHERE name = 'spends'").fetchone()
+    if salt is None or not salt[0]:
+        raise SpendJournalError(
+            "the spend journal is damaged: amaimedia_schema has lost the journal's salt"
+        )
+    return str(salt[0])
+
+
+def _upgrade_from_1(db: psycopg.Connection[Any], location: str, *, has_spends: bool) -> None:
+    """Layout 1 to 2: a code column (empty for the old rows), and the journal's salt.
+
+    The rows 0.1 wrote carry no code and keep their old scope: nothing here can tell
+    whether someone changed them, so they are kept, reported and never sent until a
+    client adopts them explicitly (`replay_pending(adopt_unauthenticated=True)`).
+    """
+    errors = _psycopg().errors
+    try:
+        db.execute("ALTER TABLE amaimedia_schema ADD COLUMN IF NOT EXISTS salt TEXT")
+        if has_spends:
+            db.execute("ALTER TABLE amaimedia_spends ADD COLUMN IF NOT EXISTS mac TEXT")
+    except errors.InsufficientPrivilege as exc:
+        raise SpendJournalError(
+            f"the spend journal {location} is of layout 1 (amaimedia 0.1) and must be "
+            "upgraded to layout 2 by a role that owns its tables: open it once as that role "
+            f"({str(exc).strip()})"
+        ) from None
+    db.execute(
+        "UPDATE amaimedia_schema SET version = %s, salt = %s WHERE name = 'spends'",
+        (SCHEMA_VERSION, new_salt()),
+    )
+    pending = 0
+    if has_spends:
+        found = db.execute(
+            "SELECT count(*) FROM amaimedia_spends WHERE state = 'pending'"
+        ).fetchone()
+        pending = 0 if found is None else int(found[0])
+    log = logger.warning if pending else logger.info
+    log(
+        "upgraded the spend journal %s to layout 2, whose rows are authenticated with the "
+        "API key; %d pending entr%s written by amaimedia 0.1 carry no authentication: they are "
+        "kept, and not sent until adopted (replay_pending(adopt_unauthenticated=True), or "
+        "amaimedia replay --adopt-unauthenticated)",
+        location,
+        pending,
+        "y" if pending == 1 else "ies",
     )
 
 
@@ -652,16 +777,19 @@ def _location(params: dict[str, Any]) -> str:
     return f"postgresql://{who}{where}/{database}"
 
 
-def _entry(row: tuple[Any, ...]) -> JournalEntry:
-    entry_id, tool, units, reference, created_at, attempts, last_error, error_code = row
-    assert isinstance(created_at, datetime)
-    spend = PendingSpend(
-        tool=str(tool),
-        units=json.loads(str(units)),
-        reference=str(reference),
-        created_at=created_at,
-        attempts=int(attempts),
-        last_error=None if last_error is None else str(last_error),
-        error_code=None if error_code is None else str(error_code),
-    )
-    return JournalEntry(id=int(entry_id), spend=spend)
+def _values(
+    scope: str,
+    tool: str,
+    units: Units,
+    reference: str,
+    created_at: datetime | None,
+    mac: str | None,
+) -> tuple[object, ...]:
+    return (scope, tool, encode_units(units), reference, created_at, mac)
+
+
+def _time(value: object) -> datetime:
+    """A time as `_PENDING` gives it: ISO text in UTC, `NULL` for an infinite one."""
+    if not isinstance(value, str):
+        raise ValueError("an infinite time")
+    return datetime.fromisoformat(value)

@@ -15,7 +15,7 @@ from typing import Final
 
 from amaimedia._models import Charge
 
-from ._protocol import PendingSpend
+from ._protocol import PendingSpend, RefusedSpend
 
 __all__ = ["DEFAULT_MAX_AGE", "ReplayReport", "ReplayRules", "Seconds"]
 
@@ -36,12 +36,18 @@ class ReplayReport(list[Charge]):
             reference): settle them by hand, or replay them with a larger `max_age`.
         held: Spends another worker is sending right now, skipped.
         young: Spends younger than `older_than`, skipped: a block may still be running.
+        refused: Pending rows that were not sent because the SDK cannot trust or read
+            them: changed by someone without the key (their authentication code does not
+            match), written by amaimedia 0.1 before rows were authenticated (until
+            adopted), or malformed. Each is logged as a warning, and its `reason` says
+            what to do; the row stays in the journal, with the reason as its `last_error`.
     """
 
     failed: list[PendingSpend]
     stale: list[PendingSpend]
     held: list[PendingSpend]
     young: list[PendingSpend]
+    refused: list[RefusedSpend]
 
     def __init__(self) -> None:
         super().__init__()
@@ -49,6 +55,7 @@ class ReplayReport(list[Charge]):
         self.stale = []
         self.held = []
         self.young = []
+        self.refused = []
 
     @property
     def charged(self) -> list[Charge]:
@@ -58,12 +65,14 @@ class ReplayReport(list[Charge]):
     @property
     def left_pending(self) -> int:
         """How many of the entries seen are still pending after the replay."""
-        return len(self.failed) + len(self.stale) + len(self.held) + len(self.young)
+        seen = (self.failed, self.stale, self.held, self.young, self.refused)
+        return sum(len(spends) for spends in seen)
 
     def __repr__(self) -> str:
         return (
             f"ReplayReport(charged={len(self)}, failed={len(self.failed)}, "
-            f"stale={len(self.stale)}, held={len(self.held)}, young={len(self.young)})"
+            f"stale={len(self.stale)}, held={len(self.held)}, young={len(self.young)}, "
+            f"refused={len(self.refused)})"
         )
 
 

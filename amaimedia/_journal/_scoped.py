@@ -5,37 +5,143 @@ replay it runs. The block's rules for a journal live here, once, for both client
 entry is committed before the spend is sent, a journal that cannot be written never
 stops a spend (sending it is the charge's best chance), and a failure to record an
 outcome is logged, never raised over the outcome itself.
+
+The rows' authentication lives here too, on top of `_integrity.py`: each row written is
+sealed with the key's code, and each row read back is checked before anything of it is
+sent. A row that fails (changed without the key, written by amaimedia 0.1 before rows had
+codes, unreadable) is refused: reported, logged once per process, noted on the row, and
+never sent. Entries of 0.1 are adopted only when asked for.
 """
 
 from __future__ import annotations
 
-import hashlib
-from typing import TypeAlias
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Final
 
-import httpx
-
-from amaimedia._exceptions import AmaiError, SpendJournalError
+from amaimedia._auth import ApiKey
+from amaimedia._exceptions import SpendJournalError
 from amaimedia._logging import logger
 from amaimedia._models import Charge
 from amaimedia._types import Units
 
-from ._protocol import EntryId, JournalEntry, PendingSpend, SpendJournal, TransactionalJournal
+from ._integrity import JournalKeys
+from ._protocol import (
+    EntryId,
+    JournalEntry,
+    PendingSpend,
+    RefusalKind,
+    RefusedSpend,
+    SpendJournal,
+    TransactionalJournal,
+    UnreadableEntry,
+    cut,
+    shown,
+)
 from ._replay import ReplayRules
 
-__all__ = ["ScopedJournal", "Written", "journal_scope"]
+if TYPE_CHECKING:
+    import httpx
 
-Written: TypeAlias = "tuple[EntryId | None, bool]"
-"""What `ScopedJournal.add` did: the entry written (or `None`), and whether it is claimed."""
+__all__ = [
+    "Candidate",
+    "Outbox",
+    "ScopedJournal",
+    "Survey",
+    "Written",
+    "journal_keys",
+]
+
+_TAMPERED: Final = (
+    "its authentication code does not match what it holds: the row was changed by someone "
+    "without the API key (or flipped back to pending after it was charged), so it is not sent; "
+    "find out who can write the journal, then settle the spend by hand or delete the row"
+)
+_NO_CODE: Final = (
+    "it carries no authentication code, so nothing shows this key wrote it as it is: it is "
+    "not sent; settle it by hand or delete the row"
+)
+_LEGACY: Final = (
+    "it was written by amaimedia 0.1, before rows were authenticated, so nothing shows it is "
+    "as that version wrote it: it is not sent until adopted; check it, then replay with "
+    "adopt_unauthenticated=True (amaimedia replay --adopt-unauthenticated)"
+)
+_NOT_ADOPTED: Final = (
+    "it could not be adopted by this key: this key's entries hold one of the same tool and "
+    "reference already, so it is left as it was, pending where it is"
+)
 
 
-def journal_scope(api_key: str, base_url: httpx.URL) -> str:
-    """Which account and API an entry belongs to: a hash, never the key itself.
+def journal_keys(api_key: ApiKey, base_url: httpx.URL) -> JournalKeys:
+    """The journal keys of a client's configuration."""
+    return JournalKeys(api_key, base_url)
 
-    The URL is taken as requests use it, so `https://api.amaimedia.com/` and
-    `https://api.amaimedia.com` are one API.
+
+@dataclass(frozen=True)
+class Written:
+    """What `ScopedJournal.add` did: the entry, its claim, and what the row holds.
+
+    `entry` is `None` when the row could not be written; `claimed`, whether this caller
+    holds its claim; `spend`, what the row holds, for the code of its outcome.
     """
-    root = str(base_url).rstrip("/")
-    return hashlib.sha256(f"{root}\n{api_key}".encode()).hexdigest()[:32]
+
+    entry: EntryId | None
+    claimed: bool
+    spend: PendingSpend
+
+    @property
+    def owned(self) -> EntryId | None:
+        """The entry, if this caller holds its claim."""
+        return self.entry if self.claimed else None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A pending entry a replay may send: authenticated, or adopted on request.
+
+    Attributes:
+        id: The entry.
+        spend: What its row holds, as checked.
+        adopt: Whether it must first become this key's (a row amaimedia 0.1 wrote).
+    """
+
+    id: EntryId
+    spend: PendingSpend
+    adopt: bool = False
+
+
+@dataclass
+class Survey:
+    """The pending rows of a key, sorted: what may be sent, what is refused and why."""
+
+    candidates: list[Candidate]
+    refused: list[RefusedSpend]
+
+
+class Outbox:
+    """A PostgreSQL journal, for writes in the caller's transaction, sealed by one key."""
+
+    __slots__ = ("_backend", "_journal")
+
+    def __init__(self, backend: TransactionalJournal, journal: ScopedJournal) -> None:
+        self._backend = backend
+        self._journal = journal
+
+    def add_in(self, connection: Any, tool: str, units: Units, reference: str) -> EntryId:
+        """Write a sealed pending spend on `connection`, in its open transaction."""
+        scope, spend, mac = self._journal.sealed(tool, units, reference)
+        return self._backend.add_in(
+            connection, scope, tool, units, reference, created_at=spend.created_at, mac=mac
+        )
+
+    async def add_in_async(
+        self, connection: Any, tool: str, units: Units, reference: str
+    ) -> EntryId:
+        """`add_in` on an async connection."""
+        scope, spend, mac = self._journal.sealed(tool, units, reference)
+        return await self._backend.add_in_async(
+            connection, scope, tool, units, reference, created_at=spend.created_at, mac=mac
+        )
 
 
 class ScopedJournal:
@@ -43,22 +149,38 @@ class ScopedJournal:
 
     Args:
         backend: Where the entries are kept.
-        scope: The account and API they belong to (see `journal_scope`).
+        keys: What the client's key gives the journal: its scope and its rows' codes.
     """
 
-    __slots__ = ("backend", "scope")
+    __slots__ = ("_keys", "_scope", "_warned", "backend")
 
-    def __init__(self, backend: SpendJournal, scope: str) -> None:
+    def __init__(self, backend: SpendJournal, keys: JournalKeys) -> None:
         self.backend = backend
-        self.scope = scope
+        self._keys = keys
+        self._scope: str | None = None
+        # The refused rows already warned about: once per row (and reason) is enough.
+        self._warned: set[tuple[str, EntryId, str]] = set()
 
     def __repr__(self) -> str:
-        return f"ScopedJournal({self.backend.location!r})"
+        return f"ScopedJournal({self.location!r})"
 
     @property
     def location(self) -> str:
         """Where the backend lives, safe to show."""
         return self.backend.location
+
+    @property
+    def scope(self) -> str:
+        """This key's scope in the journal: derived from the key, the API and its salt."""
+        if self._scope is None:
+            self._scope = self._keys.scope(self.backend.salt)
+        return self._scope
+
+    def sealed(self, tool: str, units: Units, reference: str) -> tuple[str, PendingSpend, str]:
+        """A new pending row: its scope, what it holds (written now), and its code."""
+        scope = self.scope
+        spend = PendingSpend(tool, units, reference, datetime.now(timezone.utc), 0, None, None)
+        return scope, spend, self._keys.seal(scope, spend, "pending")
 
     def add(self, tool: str, units: Units, reference: str) -> Written:
         """Commit a spend as pending before it is sent, and claim it for the sender.
@@ -70,17 +192,20 @@ class ScopedJournal:
         chance the charge has. The failure is logged, and a `SpendFailedError` raised
         later says the spend was not journaled.
         """
+        scope, spend, mac = self.sealed(tool, units, reference)
         try:
-            return self.backend.add_and_claim(self.scope, tool, units, reference)
+            entry, claimed = self.backend.add_and_claim(
+                scope, tool, units, reference, created_at=spend.created_at, mac=mac
+            )
         except SpendJournalError as exc:
             logger.warning("the spend %s is sent without a journal entry: %s", reference, exc)
-            return None, False
+            return Written(None, False, spend)
+        return Written(entry, claimed, spend)
 
     def undo_add(self, written: Written) -> None:
         """Give back the claim `add` took, for a caller that will not send the spend."""
-        entry, owned = written
-        if owned and entry is not None:
-            self.backend.release(entry)
+        if written.owned is not None:
+            self.backend.release(written.owned)
 
     def undo_claim(self, entry: EntryId, claimed: bool) -> None:
         """Give back a claim taken for a caller that will not send the spend."""
@@ -95,20 +220,21 @@ class ScopedJournal:
         """Give a claim back, leaving the entry pending (its outcome is unknown)."""
         self.backend.release(entry)
 
-    def done(self, entry: EntryId, charge: Charge) -> None:
-        """Mark a claimed entry charged, and release it.
+    def done(self, entry: EntryId, charge: Charge, spend: PendingSpend) -> None:
+        """Mark a claimed entry charged, sealed as done, and release it.
 
         A failure to write is logged, not raised: the server has the charge, and a later
         replay of the entry would charge nothing.
         """
+        mac = self._keys.seal(self.scope, spend, "done", charge.charged)
         try:
-            self.backend.mark_done(entry, charge.charged)
+            self.backend.mark_done(entry, charge.charged, mac=mac)
         except SpendJournalError as exc:
             logger.warning("the spend %s was charged but stays pending: %s", charge.reference, exc)
         finally:
             self.backend.release(entry)
 
-    def failed(self, entry: EntryId, error: AmaiError) -> None:
+    def failed(self, entry: EntryId, error: BaseException) -> None:
         """Record a failed attempt on a claimed entry, which stays pending, and release it."""
         try:
             self.backend.mark_failed(entry, error)
@@ -117,8 +243,8 @@ class ScopedJournal:
         finally:
             self.backend.release(entry)
 
-    def outbox(self, connection: object, *, is_async: bool) -> TransactionalJournal:
-        """The backend, for a write in the caller's transaction on `connection`.
+    def outbox(self, connection: object, *, is_async: bool) -> Outbox:
+        """The backend, for a sealed write in the caller's transaction on `connection`.
 
         Raises:
             TypeError: The backend cannot write in the caller's transaction (SQLite), or
@@ -137,15 +263,107 @@ class ScopedJournal:
                 f"add_pending_spend() needs a {kind} to the journal's database, "
                 f"got {type(connection).__name__}"
             )
-        return backend
+        return Outbox(backend, self)
+
+    # -- reading back ------------------------------------------------------------------
 
     def pending(self) -> list[JournalEntry]:
-        """This scope's pending entries, oldest first.
+        """This key's pending entries whose rows check out, oldest first.
+
+        Rows that do not check out are left out, and logged once (see `survey`).
 
         Raises:
             SpendJournalError: The journal cannot be read.
         """
-        return self.backend.pending(self.scope)
+        survey = self.survey()
+        return [
+            JournalEntry(candidate.id, candidate.spend)
+            for candidate in survey.candidates
+            if not candidate.adopt
+        ]
+
+    def survey(self, *, adopt_unauthenticated: bool = False, note: bool = False) -> Survey:
+        """Every pending row of this key, checked and sorted.
+
+        A row of this key's scope whose code matches may be sent. So may one of the
+        scope amaimedia 0.1 used for this key, which has no code, once adopted, when
+        `adopt_unauthenticated` says so. Every other row is refused, logged once per
+        process, and, with `note`, given the reason as its `last_error`.
+
+        Raises:
+            SpendJournalError: The journal cannot be read.
+        """
+        backend = self.backend
+        scope = self.scope
+        # (scope, the keys that sealed its rows, whether those rows need adopting,
+        # whether they come from layout 1 and have no code)
+        sources: list[tuple[str, JournalKeys, bool, bool]] = [
+            (scope, self._keys, False, False),
+            (self._keys.legacy_scope, self._keys, True, True),
+        ]
+        candidates: list[Candidate] = []
+        refused: list[tuple[EntryId, RefusedSpend]] = []
+        for row_scope, keys, foreign, legacy in sources:
+            for stored in backend.pending(row_scope):
+                if isinstance(stored, UnreadableEntry):
+                    reason = f"it cannot be read ({stored.problem}), so it is not sent"
+                    refused.append((stored.id, _refusal(stored, "unreadable", reason)))
+                    continue
+                kind: RefusalKind
+                if stored.mac is None:
+                    if legacy and adopt_unauthenticated:
+                        candidates.append(Candidate(stored.id, stored.spend, adopt=True))
+                        continue
+                    kind, reason = ("legacy", _LEGACY) if legacy else ("unauthenticated", _NO_CODE)
+                elif not legacy and keys.verify(stored.mac, row_scope, stored.spend):
+                    candidates.append(Candidate(stored.id, stored.spend, adopt=foreign))
+                    continue
+                else:
+                    kind, reason = "tampered", _TAMPERED
+                refused.append((stored.id, _refusal(stored, kind, reason)))
+        candidates.sort(key=lambda candidate: candidate.id)
+        refused.sort(key=lambda pair: pair[0])
+        for entry, refusal in refused:
+            self._refuse(entry, refusal, note=note)
+        return Survey(candidates, [refusal for _, refusal in refused])
+
+    def adopt(self, candidate: Candidate) -> RefusedSpend | None:
+        """Make a claimed candidate this key's: its scope, and its code under this key.
+
+        The code covers what the row held when it was checked (`candidate.spend`), never
+        what it holds now: a row changed in between no longer matches, and is refused by
+        the next replay.
+
+        Returns:
+            `None` once adopted, or the refusal when the entry cannot be (this key holds
+            an entry of the same tool and reference); it is left as it was.
+        """
+        scope = self.scope
+        mac = self._keys.seal(scope, candidate.spend, "pending")
+        if self.backend.rescope(candidate.id, scope, mac):
+            return None
+        refusal = _refusal(JournalEntry(candidate.id, candidate.spend), "duplicate", _NOT_ADOPTED)
+        self._refuse(candidate.id, refusal, note=False)
+        return refusal
+
+    def _refuse(self, entry: EntryId, spend: RefusedSpend, *, note: bool) -> None:
+        seen = (self.location, entry, spend.reason)
+        if seen not in self._warned:
+            self._warned.add(seen)
+            # The row's values are whatever someone wrote: quoted, on one line, cut short.
+            logger.warning(
+                "the pending row %s x%s (reference=%s) in the spend journal %s is refused: %s",
+                shown(spend.tool),
+                shown(spend.units),
+                shown(spend.reference),
+                self.location,
+                spend.reason,
+            )
+        if note:
+            try:
+                self.backend.mark_refused(entry, f"refused: {spend.reason}")
+            except SpendJournalError as exc:
+                logger.warning("could not record why a pending row is refused: %s", exc)
 
     @staticmethod
     def report_stale(stale: list[PendingSpend], rules: ReplayRules) -> None:
@@ -164,7 +382,7 @@ class ScopedJournal:
             )
 
     @staticmethod
-    def replay_failed(spend: PendingSpend, error: AmaiError) -> None:
+    def replay_failed(spend: PendingSpend, error: BaseException) -> None:
         """Report a replayed spend that failed again; it stays pending."""
         logger.warning(
             "the pending spend %s x%s (reference=%s) failed again and stays in the journal: %s",
@@ -173,3 +391,16 @@ class ScopedJournal:
             spend.reference,
             error,
         )
+
+
+def _refusal(
+    stored: JournalEntry | UnreadableEntry, kind: RefusalKind, reason: str
+) -> RefusedSpend:
+    if isinstance(stored, UnreadableEntry):
+        tool, units, reference = stored.tool, stored.units, stored.reference
+        created_at = stored.created_at
+    else:
+        spend = stored.spend
+        tool, units, reference = spend.tool, str(spend.units), spend.reference
+        created_at = spend.created_at
+    return RefusedSpend(cut(tool), cut(units), cut(reference), created_at, kind, reason)

@@ -10,14 +10,13 @@ The journal is its owner's alone. The file, its side files (`-wal`, `-shm`, `-cl
 and the directories the journal creates are made owner-only (0600, 0700) whatever the
 umask, and a journal file or side file that another user owns, that others may write, or
 that is a symbolic link is refused when the journal is opened: whoever can write a
-journal chooses what is replayed from it. On Windows the permissions are left to the
-directory's ACL.
+journal chooses what is replayed from it (the rows' codes, `_integrity.py`, are the
+second line of that defence). On Windows the permissions are left to the directory's ACL.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import stat
@@ -33,22 +32,32 @@ from amaimedia._exceptions import APIError, SpendJournalError
 from amaimedia._logging import logger
 from amaimedia._types import Units
 
-from ._protocol import EntryId, JournalEntry, PendingSpend
+from ._integrity import encode_units, new_salt
+from ._protocol import EntryId, StoredEntry, read_entry
 
 __all__ = ["SQLiteSpendJournal"]
 
-_SCHEMA_VERSION = 1
+# Layout 2 (amaimedia 0.2): each row carries its authentication code (`mac`), and the
+# journal its salt (`journal_meta`). Layout 1 (0.1) is upgraded when the journal opens.
+_SCHEMA_VERSION = 2
 _BUSY_TIMEOUT_MS = 10_000
 # Done entries are kept for a while as an audit trail, then pruned when a journal opens.
 _KEEP_DONE = timedelta(days=7)
 
+# Everything a rewritten entry gets afresh: its units, time and code, and its history.
 _ADD = (
-    "INSERT INTO spends (scope, tool, units, reference, created_at) VALUES (?, ?, ?, ?, ?) "
+    "INSERT INTO spends (scope, tool, units, reference, created_at, mac) "
+    "VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (scope, tool, reference) DO UPDATE SET "
-    "units = excluded.units, state = 'pending', done_at = NULL, charged = NULL, "
+    "units = excluded.units, created_at = excluded.created_at, mac = excluded.mac, "
+    "state = 'pending', done_at = NULL, charged = NULL, "
     "attempts = 0, last_error = NULL, error_code = NULL"
 )
 _ENTRY = "SELECT id FROM spends WHERE scope = ? AND tool = ? AND reference = ?"
+_PENDING = (
+    "SELECT id, tool, units, reference, created_at, attempts, last_error, error_code, mac "
+    "FROM spends WHERE scope = ? AND state = 'pending' ORDER BY id"
+)
 # Owner-only, whatever the umask; what others may write, or another user owns, is refused.
 _FILE_MODE = 0o600
 _DIRECTORY_MODE = 0o700
@@ -58,8 +67,9 @@ _SIDE_FILES = ("-wal", "-shm", "-journal", "-claims")
 _CHECKS_OWNERS = hasattr(os, "geteuid")
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
+_META = "CREATE TABLE journal_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS spends (
+CREATE TABLE spends (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     scope TEXT NOT NULL,
     tool TEXT NOT NULL,
@@ -72,6 +82,7 @@ CREATE TABLE IF NOT EXISTS spends (
     state TEXT NOT NULL DEFAULT 'pending',
     charged INTEGER,
     done_at TEXT,
+    mac TEXT,
     UNIQUE (scope, tool, reference)
 )
 """
@@ -104,7 +115,7 @@ class SQLiteSpendJournal:
             # Before a byte of the file is read: a journal others may write is not used.
             _refuse_shared(self.path)
             with self._connect() as db:
-                _prepare(db)
+                self._salt = _prepare(db, self.path)
             # The write-ahead log and its index exist now; SQLite made them as private
             # as the file, unless someone else had made them first.
             _refuse_shared(self.path)
@@ -129,6 +140,11 @@ class SQLiteSpendJournal:
     def location(self) -> str:
         """The file's absolute path."""
         return str(self.path)
+
+    @property
+    def salt(self) -> str:
+        """The journal's random salt, made with the file."""
+        return self._salt
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -177,30 +193,45 @@ class SQLiteSpendJournal:
             ("PRAGMA synchronous=FULL", ()),
         )
 
-    def add(self, scope: str, tool: str, units: Units, reference: str) -> EntryId:
+    def add(
+        self,
+        scope: str,
+        tool: str,
+        units: Units,
+        reference: str,
+        *,
+        created_at: datetime | None = None,
+        mac: str | None = None,
+    ) -> EntryId:
         """Commit a pending spend, and return its entry id.
 
         Writing the same `(scope, tool, reference)` again makes that entry pending again,
-        with the new units and a fresh history, rather than adding a second one.
+        with the new units, time and code and a fresh history, rather than adding a
+        second one.
         """
-        rows = self._execute(
-            "write",
-            (_ADD, (scope, tool, json.dumps(units), reference, _now())),
-            (_ENTRY, (scope, tool, reference)),
-        )
+        row = _row(scope, tool, units, reference, created_at, mac)
+        rows = self._execute("write", (_ADD, row), (_ENTRY, (scope, tool, reference)))
         return int(str(rows[0][0]))
 
     def add_and_claim(
-        self, scope: str, tool: str, units: Units, reference: str
+        self,
+        scope: str,
+        tool: str,
+        units: Units,
+        reference: str,
+        *,
+        created_at: datetime | None = None,
+        mac: str | None = None,
     ) -> tuple[EntryId, bool]:
         """Commit a pending spend and claim it before the commit makes it visible."""
         claimed = False
         entry: EntryId | None = None
+        row = _row(scope, tool, units, reference, created_at, mac)
         try:
             with self._connect() as db:
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    db.execute(_ADD, (scope, tool, json.dumps(units), reference, _now()))
+                    db.execute(_ADD, row)
                     entry = int(db.execute(_ENTRY, (scope, tool, reference)).fetchone()[0])
                     claimed = self.claim(entry)
                     db.execute("COMMIT")
@@ -218,11 +249,15 @@ class SQLiteSpendJournal:
             raise
         return entry, claimed
 
-    def mark_done(self, entry: EntryId, charged: int) -> None:
-        """Record that the server confirmed the spend (lazily: see `_record`)."""
+    def mark_done(self, entry: EntryId, charged: int, *, mac: str | None = None) -> None:
+        """Record that the server confirmed the spend (lazily: see `_record`).
+
+        The pending row's code is replaced by the done row's (`None` leaves none): a row
+        flipped back to pending by hand matches no code.
+        """
         self._record(
-            "UPDATE spends SET state = 'done', charged = ?, done_at = ? WHERE id = ?",
-            (charged, _now(), entry),
+            "UPDATE spends SET state = 'done', charged = ?, done_at = ?, mac = ? WHERE id = ?",
+            (charged, _now(), mac, entry),
         )
 
     def mark_failed(self, entry: EntryId, error: BaseException) -> None:
@@ -234,17 +269,33 @@ class SQLiteSpendJournal:
             (str(error), code, entry),
         )
 
-    def pending(self, scope: str) -> list[JournalEntry]:
-        """The pending entries of one scope, oldest first."""
-        rows = self._execute(
-            "read",
-            (
-                "SELECT id, tool, units, reference, created_at, attempts, last_error, "
-                "error_code FROM spends WHERE scope = ? AND state = 'pending' ORDER BY id",
-                (scope,),
-            ),
+    def mark_refused(self, entry: EntryId, reason: str) -> None:
+        """Record why a pending entry is not sent, as its `last_error` (lazily)."""
+        self._record(
+            "UPDATE spends SET last_error = ? WHERE id = ? AND state = 'pending'", (reason, entry)
         )
-        return [_entry(row) for row in rows]
+
+    def rescope(self, entry: EntryId, scope: str, mac: str) -> bool:
+        """Move a pending entry to another scope with its code there; see `SpendJournal`."""
+        try:
+            rows = self._execute(
+                "write",
+                (
+                    "UPDATE spends SET scope = ?, mac = ? WHERE id = ? AND state = 'pending'",
+                    (scope, mac, entry),
+                ),
+                ("SELECT changes()", ()),
+            )
+        except SpendJournalError as exc:
+            if isinstance(exc.__cause__, sqlite3.IntegrityError):
+                return False  # that scope has an entry of this tool and reference
+            raise
+        return rows[0][0] == 1
+
+    def pending(self, scope: str) -> list[StoredEntry]:
+        """The pending entries of one scope, oldest first; see `SpendJournal`."""
+        rows = self._execute("read", (_PENDING, (scope,)))
+        return [read_entry(row, _time) for row in rows]
 
     def is_pending(self, entry: EntryId) -> bool:
         """Whether an entry is still pending (another process may have finished it)."""
@@ -273,26 +324,68 @@ class SQLiteSpendJournal:
         _claims_for(self.path).release(entry)
 
 
-def _prepare(db: sqlite3.Connection) -> None:
-    # BEGIN IMMEDIATE takes the write lock before the file is inspected, so that clients
-    # opening a new journal at once take turns: none sees another's half-made schema. It
-    # also makes a file we could read but not write fail here, when the client is built,
-    # and not later when a spend needs it.
+def _prepare(db: sqlite3.Connection, path: Path) -> str:
+    """Make the file a journal of this layout, or check that it is one; its salt.
+
+    BEGIN IMMEDIATE takes the write lock before the file is inspected, so that clients
+    opening a new journal at once take turns: none sees another's half-made schema. It
+    also makes a file we could read but not write fail here, when the client is built,
+    and not later when a spend needs it.
+    """
     db.execute("BEGIN IMMEDIATE")
     version = db.execute("PRAGMA user_version").fetchone()[0]
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    ours = version == _SCHEMA_VERSION and "spends" in tables
-    if not ours and (version != 0 or tables - {"sqlite_sequence"}):
+    empty = version == 0 and not tables - {"sqlite_sequence"}
+    if not empty and "spends" in tables and version > _SCHEMA_VERSION:
+        raise SpendJournalError(
+            f"it is a spend journal of layout version {version}, written by a newer "
+            f"amaimedia (this one reads version {_SCHEMA_VERSION}): upgrade amaimedia"
+        )
+    current = version == _SCHEMA_VERSION and {"spends", "journal_meta"} <= tables
+    older = version == 1 and "spends" in tables
+    if not (empty or current or older):
         raise SpendJournalError("the file is an SQLite database, but not a spend journal")
     check = db.execute("PRAGMA quick_check").fetchone()[0]
     if check != "ok":
         raise SpendJournalError(f"the database is damaged: {check}")
-    db.execute(_SCHEMA)
+    if empty:
+        db.execute(_SCHEMA)
+        db.execute(_META)
+        db.execute("INSERT INTO journal_meta (name, value) VALUES ('salt', ?)", (new_salt(),))
+    elif older:
+        _upgrade_from_1(db, path)
     db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
     cutoff = (datetime.now(timezone.utc) - _KEEP_DONE).isoformat()
     db.execute("DELETE FROM spends WHERE state = 'done' AND done_at < ?", (cutoff,))
+    found = db.execute("SELECT value FROM journal_meta WHERE name = 'salt'").fetchone()
+    if found is None or not str(found[0]):
+        raise SpendJournalError("the journal is damaged: it has lost its salt")
     db.execute("COMMIT")
     _use_wal(db)
+    return str(found[0])
+
+
+def _upgrade_from_1(db: sqlite3.Connection, path: Path) -> None:
+    """Layout 1 to 2: a code column (empty for the old rows), and the journal's salt.
+
+    The rows 0.1 wrote carry no code and keep their old scope: nothing here can tell
+    whether someone changed them, so they are kept, reported and never sent until a
+    client adopts them explicitly (`replay_pending(adopt_unauthenticated=True)`).
+    """
+    db.execute("ALTER TABLE spends ADD COLUMN mac TEXT")
+    db.execute(_META)
+    db.execute("INSERT INTO journal_meta (name, value) VALUES ('salt', ?)", (new_salt(),))
+    (pending,) = db.execute("SELECT count(*) FROM spends WHERE state = 'pending'").fetchone()
+    log = logger.warning if pending else logger.info
+    log(
+        "upgraded the spend journal %s to layout 2, whose rows are authenticated with the "
+        "API key; %d pending entr%s written by amaimedia 0.1 carry no authentication: they are "
+        "kept, and not sent until adopted (replay_pending(adopt_unauthenticated=True), or "
+        "amaimedia replay --adopt-unauthenticated)",
+        path,
+        pending,
+        "y" if pending == 1 else "ies",
+    )
 
 
 def _use_wal(db: sqlite3.Connection) -> None:
@@ -315,18 +408,29 @@ def _use_wal(db: sqlite3.Connection) -> None:
         raise SpendJournalError(f"it cannot be put in WAL mode (journal_mode is {mode})")
 
 
-def _entry(row: tuple[object, ...]) -> JournalEntry:
-    entry_id, tool, units, reference, created_at, attempts, last_error, error_code = row
-    spend = PendingSpend(
-        tool=str(tool),
-        units=json.loads(str(units)),
-        reference=str(reference),
-        created_at=datetime.fromisoformat(str(created_at)),
-        attempts=int(str(attempts)),
-        last_error=None if last_error is None else str(last_error),
-        error_code=None if error_code is None else str(error_code),
-    )
-    return JournalEntry(id=int(str(entry_id)), spend=spend)
+def _row(
+    scope: str,
+    tool: str,
+    units: Units,
+    reference: str,
+    created_at: datetime | None,
+    mac: str | None,
+) -> tuple[object, ...]:
+    moment = _now() if created_at is None else created_at.isoformat()
+    return (scope, tool, encode_units(units), reference, moment, mac)
+
+
+def _time(value: object) -> datetime:
+    moment = datetime.fromisoformat(str(value))
+    if moment.tzinfo is None:
+        raise ValueError(f"a time without its zone: {str(value)[:40]!r}")
+    return moment
+
+
+def _text(data: bytes) -> str:
+    # A row someone wrote with bytes that are not UTF-8 reads as text all the same (and
+    # then matches no code), instead of failing the whole listing.
+    return data.decode("utf-8", "replace")
 
 
 # -- owner-only files ----------------------------------------------------------------
@@ -448,6 +552,7 @@ class _Connection:
         self.db = sqlite3.connect(
             path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
         )
+        self.db.text_factory = _text
         # FULL: a committed entry survives a power cut, not only a killed process.
         self.db.execute("PRAGMA synchronous=FULL")
         self.pid = os.getpid()

@@ -17,7 +17,6 @@ import queue
 import re
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -41,6 +40,7 @@ from amaimedia import (
 )
 from amaimedia._cli import ExitCode, main
 from amaimedia.testing import FakeAmaiServer
+from tests.journal.sealing import age_entry
 
 if TYPE_CHECKING:
     from tests.postgres import PostgresServer
@@ -106,13 +106,9 @@ class Replayer:
             return client.pending_spends()
 
     def age(self, reference: str, by: timedelta) -> None:
-        """Make an entry look written `by` ago."""
-        created = (datetime.now(timezone.utc) - by).isoformat()
-        with contextlib.closing(sqlite3.connect(self.journal)) as db, db:
-            changed = db.execute(
-                "UPDATE spends SET created_at = ? WHERE reference = ?", (created, reference)
-            ).rowcount
-        assert changed == 1
+        """Make an entry look written `by` ago, sealed as the SDK would have written it."""
+        created = datetime.now(timezone.utc) - by
+        age_entry(self.journal, self.key, reference, created, base_url=self.base_url)
 
     def charged(self) -> list[str]:
         return [spend.reference for spend in self.fake.spends]

@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import signal
-import sqlite3
 import sys
 import threading
 import types
@@ -39,6 +38,7 @@ from amaimedia import (
 )
 from amaimedia._cli import ExitCode, main
 from amaimedia.testing import FakeAmaiServer
+from tests.journal.sealing import age_entry
 
 TIMEOUT = 30  # seconds; only a hung thread ever comes near it
 SDK_LOGGER = logging.getLogger("amaimedia")
@@ -107,13 +107,13 @@ class Bench:
             return client.pending_spends()
 
     def age(self, reference: str, by: timedelta) -> None:
-        """Make an entry look written `by` ago."""
-        created = (datetime.now(timezone.utc) - by).isoformat()
-        with contextlib.closing(sqlite3.connect(self.journal)) as db, db:
-            changed = db.execute(
-                "UPDATE spends SET created_at = ? WHERE reference = ?", (created, reference)
-            ).rowcount
-        assert changed == 1
+        """Make an entry look written `by` ago, sealed as the SDK would have written it.
+
+        The row's authentication code covers its time: rewritten alone, the row would be
+        refused as tampered with (tests/journal/test_integrity.py).
+        """
+        created = datetime.now(timezone.utc) - by
+        age_entry(self.journal, self.key, reference, created, base_url=self.base_url)
 
     def charged(self) -> list[str]:
         return [spend.reference for spend in self.fake.spends]

@@ -434,7 +434,7 @@ def test_a_journal_that_is_not_a_path_is_a_type_error(harness: Harness, value: o
 # -- the journal failing at run time never stops a spend ---------------------------------
 
 
-def broken(*args: object) -> None:
+def broken(*args: object, **kwargs: object) -> None:
     raise SpendJournalError("cannot write the spend journal: disk I/O error")
 
 
@@ -722,7 +722,7 @@ def test_the_journal_is_in_wal_mode(harness: Harness, tmp_path: Path) -> None:
 
     with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert db.execute("PRAGMA user_version").fetchone() == (1,)
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
 
 
 def test_done_entries_are_pruned_after_seven_days_when_a_journal_opens(store: Store) -> None:
@@ -1013,7 +1013,7 @@ def test_postgres_tables_already_made_are_reused(pg_store: PostgresStore) -> Non
     again = pg_store.open()
 
     assert [(e.id, e.spend.reference) for e in again.pending("scope")] == [(entry, "job-1")]
-    assert pg_store.fetch("SELECT name, version FROM amaimedia_schema") == [("spends", 1)]
+    assert pg_store.fetch("SELECT name, version FROM amaimedia_schema") == [("spends", 2)]
     tables = pg_store.fetch(
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
     )
@@ -1077,17 +1077,17 @@ def test_postgres_a_journal_of_a_newer_layout_is_refused(
         "UPDATE amaimedia_spends SET state = 'done', done_at = now() - interval '30 days' "
         "WHERE reference = 'job-2'"
     )
-    pg_store.execute("UPDATE amaimedia_schema SET version = 2 WHERE name = 'spends'")
+    pg_store.execute("UPDATE amaimedia_schema SET version = 3 WHERE name = 'spends'")
     before = pg_store.rows()
     api = api_router()
 
-    with pytest.raises(SpendJournalError, match="layout version 2") as caught:
+    with pytest.raises(SpendJournalError, match="layout version 3") as caught:
         harness.client(api, spend_journal=pg_store.target)
 
     assert "newer amaimedia" in str(caught.value)
     assert api.calls.call_count == 0
     assert pg_store.rows() == before
-    assert pg_store.fetch("SELECT name, version FROM amaimedia_schema") == [("spends", 2)]
+    assert pg_store.fetch("SELECT name, version FROM amaimedia_schema") == [("spends", 3)]
 
 
 def test_postgres_a_wrong_password_is_refused_without_showing_it(

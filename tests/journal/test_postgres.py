@@ -35,7 +35,6 @@ from amaimedia import (
     SpendFailedError,
     SpendJournalError,
 )
-from amaimedia._journal import journal_scope
 from amaimedia._journal._postgres import _lock_keys
 from amaimedia.testing import FakeAmaiServer
 from tests.postgres import PostgresServer, drop_database, fresh_database
@@ -635,8 +634,10 @@ def test_workers_opening_a_new_database_at_once_make_one_schema(postgres_url: st
     assert len(opened) == 8
     with psycopg.connect(postgres_url) as db:
         assert db.execute("SELECT name, version FROM amaimedia_schema").fetchall() == [
-            ("spends", 1)
+            ("spends", 2)
         ]
+        [(salt,)] = db.execute("SELECT salt FROM amaimedia_schema").fetchall()
+    assert {journal.salt for journal in opened} == {salt}  # one journal, one salt
 
 
 def test_tables_that_exist_need_no_create_privilege(postgres_url: str) -> None:
@@ -653,17 +654,13 @@ def test_tables_that_exist_need_no_create_privilege(postgres_url: str) -> None:
         postgres_url.split("//", 1)[1].split("@", 1)[0], "app_worker:worker-pw"
     )
     journal = PostgresSpendJournal(worker_url)
-    entry, claimed = journal.add_and_claim(journal_scope("k", httpx_url()), "chat", 1, "r")
+    entry, claimed = journal.add_and_claim("scope", "chat", 1, "r")
     assert claimed
     journal.mark_done(entry, 5)
     journal.close()
     with psycopg.connect(postgres_url, autocommit=True) as db:
         db.execute("DROP OWNED BY app_worker")
         db.execute("DROP ROLE app_worker")
-
-
-def httpx_url() -> httpx.URL:
-    return httpx.URL("https://api.amaimedia.com")
 
 
 def test_the_async_client_uses_the_journal_off_its_event_loop(
@@ -676,9 +673,9 @@ def test_the_async_client_uses_the_journal_off_its_event_loop(
     for name in ("add_and_claim", "mark_done", "pending", "claim_pending", "release"):
         method = getattr(journal, name)
 
-        def spy(*args: Any, __method: Any = method) -> Any:
+        def spy(*args: Any, __method: Any = method, **kwargs: Any) -> Any:
             journal_threads.append(threading.get_ident())
-            return __method(*args)
+            return __method(*args, **kwargs)
 
         setattr(journal, name, spy)
 

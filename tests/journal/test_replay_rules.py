@@ -80,7 +80,9 @@ def test_the_report_is_the_list_of_charges_with_the_rest_beside_it() -> None:
     report = ReplayReport()
     assert report == []
     assert report.charged == []
-    assert repr(report) == "ReplayReport(charged=0, failed=0, stale=0, held=0, young=0)"
+    assert repr(report) == (
+        "ReplayReport(charged=0, failed=0, stale=0, held=0, young=0, refused=0)"
+    )
 
 
 def test_both_clients_leave_young_and_stale_entries_alone(
@@ -128,11 +130,11 @@ class SlowJournal(SQLiteSpendJournal):
         self.claiming = threading.Event()
 
     def add_and_claim(
-        self, scope: str, tool: str, units: Units, reference: str
+        self, scope: str, tool: str, units: Units, reference: str, **row: Any
     ) -> tuple[EntryId, bool]:
         self.claiming.set()
         time.sleep(0.3)
-        return super().add_and_claim(scope, tool, units, reference)
+        return super().add_and_claim(scope, tool, units, reference, **row)
 
     def claim_pending(self, entry: EntryId) -> bool:
         self.claiming.set()

@@ -31,6 +31,7 @@ from amaimedia import (
     PostgresSpendJournal,
     Quote,
     RateLimitError,
+    RefusedSpend,
     ReplayReport,
     SpendFailedError,
     SpendJournal,
@@ -107,6 +108,12 @@ def metered_usage(client: AmaiClient) -> None:
     assert_type(charges[0].charged, int)
     assert_type(report.stale, list[PendingSpend])
     assert_type(report.left_pending, int)
+    adopted = client.replay_pending(adopt_unauthenticated=True)
+    assert_type(adopted.refused, list[RefusedSpend])
+    for refused in adopted.refused:
+        assert_type(refused.reason, str)
+        if refused.kind == "tampered":
+            assert_type(refused.units, str)
 
 
 async def async_metered_usage(aclient: AsyncAmaiClient) -> None:
