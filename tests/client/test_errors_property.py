@@ -331,26 +331,7 @@ def check_outcome(scenario: Scenario, caller: Interrupts, outcome: BaseException
     if isinstance(outcome, (ValueError, TypeError)):
         assert scenario.call.bad_arguments, f"{type(outcome).__name__} for good arguments"
         return
-    if known_shutdown_bug(scenario, outcome):
-        return
     raise AssertionError(f"{type(outcome).__name__} is not an AmaiError: {outcome!r}")
-
-
-def known_shutdown_bug(scenario: Scenario, outcome: BaseException) -> bool:
-    """The one counterexample found, open in the clients' own files: tolerated here so that
-    the property keeps guarding every other door, pinned by the strict xfail tests below.
-
-    A call whose client is closed while it waits to retry (or, async, while it runs) sends
-    its retry to the closed pool, and httpx's `RuntimeError` escapes: from `check`, from
-    `spend` without `.reference`, from a metered block instead of `SpendFailedError`. When
-    the pinned tests pass, delete this function and its call.
-    """
-    closed_under_it = scenario.close_while_waiting or scenario.close_after is not None
-    return (
-        closed_under_it
-        and type(outcome) is RuntimeError
-        and str(outcome) == "Cannot send a request, as the client has been closed."
-    )
 
 
 def check_result(call: Call, result: object) -> None:
@@ -558,20 +539,19 @@ def scenarios(draw: st.DrawFn, *, is_async: bool, operation: str, state: str) ->
         keyboard_on_request=None if loopback else draw(st.none() | st.integers(1, 3)),
         # A worker shutting down: its client is closed while a call waits to retry.
         close_while_waiting=draw(st.integers(0, 4)) == 0,
-        **(draw(interruptions(loopback=loopback)) if is_async else {}),
+        **(draw(interruptions()) if is_async else {}),
     )
 
 
 @st.composite
-def interruptions(draw: st.DrawFn, *, loopback: bool) -> dict[str, int | None]:
+def interruptions(draw: st.DrawFn) -> dict[str, int | None]:
     """An async call's task is cancelled, or its client closed, after some turns of the loop.
 
-    Closing under a call in flight only in process, for now: over a socket, an `aclose()`
-    while a request is on its way leaves that request's connection open for the garbage
-    collector to find (a `ResourceWarning`, which the suite makes an error), a leak the
-    shutdown work in the clients closes.
+    Over a socket too: an `aclose()` while a request was on its way once left that request's
+    connection open for the garbage collector to find (a `ResourceWarning`, which the suite
+    makes an error).
     """
-    which = draw(st.sampled_from(["none", "none", "cancel", *([] if loopback else ["close"])]))
+    which = draw(st.sampled_from(["none", "none", "cancel", "close"]))
     steps = draw(st.integers(0, 30))
     return {
         "cancel_after": steps if which == "cancel" else None,
@@ -700,21 +680,15 @@ def test_the_async_client_raises_only_amai_errors(
 # --- what the property found, pinned -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="open (issue #15, shutdown): a retry after close() reaches the closed pool "
-    "(amaimedia/_async_client.py, amaimedia/_client.py) and httpx's RuntimeError escapes; "
-    "once this passes, remove this marker and known_shutdown_bug()",
-)
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize("operation", ["check", "spend", "metered"])
 def test_a_client_closed_while_a_call_waits_to_retry_raises_an_amai_error(
     mode: str, operation: str, served: tuple[FakeAmaiServer, str]
 ) -> None:
-    """Found by the property: a worker that closes its client while a call waits to retry
-    a 503 gets a bare `RuntimeError: Cannot send a request, as the client has been closed.`,
-    with no `.reference` on a spend and no `SpendFailedError` from a metered block."""
+    """Found by the property (before ef15a3b): a worker that closed its client while a call
+    waited to retry a 503 got a bare `RuntimeError: Cannot send a request, as the client has
+    been closed.`, with no `.reference` on a spend and no `SpendFailedError` from a metered
+    block."""
     fake, base_url = served
     key = fake.create_key()
     endpoint = "check" if operation == "check" else "spend"
