@@ -26,7 +26,7 @@ from ._offload import claim_in_thread, run_in_thread, run_shielded
 
 if TYPE_CHECKING:
     from ._async_client import AsyncAmaiClient
-    from ._journal import ScopedJournal
+    from ._journal import JournalKeys, ScopedJournal
 
 __all__ = ["AsyncMeteredBlock", "areplay_journal"]
 
@@ -145,6 +145,7 @@ async def areplay_journal(
     client: AsyncAmaiClient,
     journal: ScopedJournal,
     rules: ReplayRules,
+    previous: tuple[JournalKeys, ...] = (),
     *,
     adopt_unauthenticated: bool = False,
 ) -> ReplayReport:
@@ -157,7 +158,9 @@ async def areplay_journal(
     report = ReplayReport()
     now = rules.now()
     survey = await run_in_thread(
-        functools.partial(journal.survey, adopt_unauthenticated=adopt_unauthenticated, note=True)
+        functools.partial(
+            journal.survey, previous, adopt_unauthenticated=adopt_unauthenticated, note=True
+        )
     )
     report.refused.extend(survey.refused)
     for candidate in survey.candidates:

@@ -27,7 +27,7 @@ from ._config import (
 from ._deadline import Deadline
 from ._exceptions import AmaiError
 from ._in_flight import InFlight
-from ._journal import journal_keys, open_journal
+from ._journal import journal_keys, open_journal, previous_journal_keys
 from ._logging import logger
 from ._metered_base import MeteredArguments, ReferenceArgument
 from ._models import Charge, CheckRequest, Quote, SpendRequest
@@ -38,7 +38,9 @@ from ._retry import RetryPolicy
 from ._types import NOT_GIVEN, NotGiven, TimeoutTypes, Units
 
 if TYPE_CHECKING:
-    from ._journal import JournalTarget, ScopedJournal, SpendJournal
+    from collections.abc import Iterable
+
+    from ._journal import JournalKeys, JournalTarget, ScopedJournal, SpendJournal
 
 __all__ = ["BaseClient"]
 
@@ -110,6 +112,19 @@ class BaseClient(Generic[_HttpT]):
 
             keys = journal_keys(config.api_key, config.base_url)
             self._journal = ScopedJournal(self._journal_backend, keys)
+
+    def _previous_journal_keys(self, previous_keys: Iterable[str]) -> tuple[JournalKeys, ...]:
+        """`replay_pending(previous_keys=...)`, checked, as journal keys; never logged.
+
+        Raises:
+            TypeError: Not a list of str.
+            ValueError: A malformed key (named by its index, never shown).
+        """
+        try:
+            return previous_journal_keys(previous_keys, self._config.api_key, self.base_url)
+        except BaseException:
+            del previous_keys  # error trackers show each frame's locals: not the keys
+            raise
 
     def _new_http_client(self, config: ClientConfig, options: TransportOptions) -> _HttpT:
         raise NotImplementedError

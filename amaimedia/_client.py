@@ -8,7 +8,7 @@ Everything else it shares with its twin lives once, in `_base_client.py`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -317,9 +317,9 @@ class AmaiClient(BaseClient[httpx.Client]):
         That is: spends being sent right now, spends that failed (`SpendFailedError`),
         and spends left by a process that died between the work and the spend. Only rows
         whose authentication code shows this key wrote them as they are: the others
-        (changed by someone without the key, written by amaimedia 0.1, malformed) are
-        left out, logged once as a warning, and reported by `replay_pending()` in its
-        `refused`.
+        (changed by someone without the key, written by amaimedia 0.1, malformed, or of a
+        previous key) are left out, logged once as a warning, and reported by
+        `replay_pending()` in its `refused`.
 
         Raises:
             AmaiError: The client keeps no spend journal.
@@ -333,6 +333,7 @@ class AmaiClient(BaseClient[httpx.Client]):
         *,
         max_age: float | timedelta | None = DEFAULT_MAX_AGE,
         older_than: float | timedelta = 0,
+        previous_keys: Iterable[str] = (),
         adopt_unauthenticated: bool = False,
     ) -> ReplayReport:
         """Send the pending spends of this key in the journal again, oldest first.
@@ -347,6 +348,12 @@ class AmaiClient(BaseClient[httpx.Client]):
         malformed one are refused: never sent, logged as a warning, noted on the row and
         reported in `refused`; the others go on.
 
+        After a key rotation, entries written under the old key are this client's only
+        when you say so: pass the old key in `previous_keys` (a key of the same account).
+        Each of its entries whose code checks out under the old key is adopted (moved to
+        this key, sealed with it) and sent with this key, once. Nothing is adopted
+        automatically, and the keys are never logged, stored or sent.
+
         Args:
             max_age: Entries older than this (seconds, or a `timedelta`; 7 days by
                 default) are not sent but reported as stale: the API does not say how
@@ -354,10 +361,12 @@ class AmaiClient(BaseClient[httpx.Client]):
                 `None` sends them all.
             older_than: Skip entries younger than this: a block that is still running
                 (in another process) most likely owns them. 0 by default.
+            previous_keys: Earlier keys of this account, whose entries to adopt and send.
             adopt_unauthenticated: Also adopt and send the entries amaimedia 0.1 wrote
-                for this key, which carry no authentication code: only once you know
-                nobody else could write the journal, since nothing shows they are as 0.1
-                wrote them. Off by default: they are reported in `refused`.
+                (for this key, or one in `previous_keys`), which carry no authentication
+                code: only once you know nobody else could write the journal, since
+                nothing shows they are as 0.1 wrote them. Off by default: they are
+                reported in `refused`.
 
         Returns:
             The charges of the spends that went through, a list that also tells what was
@@ -367,14 +376,21 @@ class AmaiClient(BaseClient[httpx.Client]):
         Raises:
             AmaiError: The client keeps no spend journal.
             SpendJournalError: The journal cannot be read.
-            ValueError: An age is negative or not finite; nothing was read.
-            TypeError: An age is neither seconds nor a `timedelta`.
+            ValueError: An age is negative or not finite, or a previous key is malformed
+                (named by its index, never shown); nothing was read.
+            TypeError: An age is neither seconds nor a `timedelta`, or `previous_keys`
+                is not a list of str.
         """
         rules = ReplayRules(max_age, older_than)
+        try:
+            previous = self._previous_journal_keys(previous_keys)
+        finally:
+            del previous_keys  # error trackers show each frame's locals: not the keys
         return replay_journal(
             self,
             self._require_journal(),
             rules,
+            previous,
             adopt_unauthenticated=bool(adopt_unauthenticated),
         )
 

@@ -28,7 +28,7 @@ from ._offload import claim_inline, run_inline
 
 if TYPE_CHECKING:
     from ._client import AmaiClient
-    from ._journal import ScopedJournal
+    from ._journal import JournalKeys, ScopedJournal
 
 __all__ = ["MeteredBlock", "replay_journal"]
 
@@ -147,6 +147,7 @@ def replay_journal(
     client: AmaiClient,
     journal: ScopedJournal,
     rules: ReplayRules,
+    previous: tuple[JournalKeys, ...] = (),
     *,
     adopt_unauthenticated: bool = False,
 ) -> ReplayReport:
@@ -159,7 +160,9 @@ def replay_journal(
     report = ReplayReport()
     now = rules.now()
     survey = run_inline(
-        functools.partial(journal.survey, adopt_unauthenticated=adopt_unauthenticated, note=True)
+        functools.partial(
+            journal.survey, previous, adopt_unauthenticated=adopt_unauthenticated, note=True
+        )
     )
     report.refused.extend(survey.refused)
     for candidate in survey.candidates:

@@ -24,7 +24,7 @@ from typing import TypeAlias, TypeGuard
 
 from ._integrity import JournalKeys
 from ._protocol import EntryId, JournalEntry, PendingSpend, RefusedSpend, SpendJournal
-from ._scoped import ScopedJournal, journal_keys
+from ._scoped import ScopedJournal, journal_keys, previous_journal_keys
 
 __all__ = [
     "EntryId",
@@ -38,6 +38,7 @@ __all__ = [
     "is_database_url",
     "journal_keys",
     "open_journal",
+    "previous_journal_keys",
 ]
 
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")

@@ -10,11 +10,13 @@ The rows' authentication lives here too, on top of `_integrity.py`: each row wri
 sealed with the key's code, and each row read back is checked before anything of it is
 sent. A row that fails (changed without the key, written by amaimedia 0.1 before rows had
 codes, unreadable) is refused: reported, logged once per process, noted on the row, and
-never sent. Entries of 0.1 are adopted only when asked for.
+never sent. Entries of a previous key, or of 0.1, are adopted only when asked for.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Final
@@ -50,6 +52,7 @@ __all__ = [
     "Survey",
     "Written",
     "journal_keys",
+    "previous_journal_keys",
 ]
 
 _TAMPERED: Final = (
@@ -77,6 +80,50 @@ def journal_keys(api_key: ApiKey, base_url: httpx.URL) -> JournalKeys:
     return JournalKeys(api_key, base_url)
 
 
+def previous_journal_keys(
+    previous_keys: Iterable[str], current: ApiKey, base_url: httpx.URL
+) -> tuple[JournalKeys, ...]:
+    """The journal keys of `replay_pending(previous_keys=...)`, checked; never logged.
+
+    The current key and repeated keys are dropped: they adopt nothing.
+
+    Raises:
+        TypeError: `previous_keys` is a single str, or not an iterable of str.
+        ValueError: A key is malformed (the message names its index, never the key).
+    """
+    if isinstance(previous_keys, str | bytes):
+        del previous_keys  # one key, given bare: it must not stay in this frame either
+        raise TypeError(
+            "previous_keys must be a list of API keys; wrap a single key in a list: "
+            "previous_keys=[old_key]"
+        )
+    try:
+        values: list[object] = list(previous_keys)
+    except TypeError:
+        kind = type(previous_keys).__name__
+        del previous_keys
+        raise TypeError(f"previous_keys must be a list of API keys, got {kind}") from None
+    del previous_keys
+    try:
+        return _derive(values, current, base_url)
+    finally:
+        # Error trackers show the locals of every frame: the list shows empty there.
+        values.clear()
+
+
+def _derive(values: list[object], current: ApiKey, base_url: httpx.URL) -> tuple[JournalKeys, ...]:
+    keys: list[JournalKeys] = []
+    # Digests, not keys: nothing of a key stays in a local of this frame.
+    seen = {hashlib.sha256(current.reveal().encode()).digest()}
+    for index in range(len(values)):
+        key = ApiKey(values[index], source=f"previous_keys[{index}]")
+        digest = hashlib.sha256(key.reveal().encode()).digest()
+        if digest not in seen:
+            seen.add(digest)
+            keys.append(JournalKeys(key, base_url))
+    return tuple(keys)
+
+
 @dataclass(frozen=True)
 class Written:
     """What `ScopedJournal.add` did: the entry, its claim, and what the row holds.
@@ -102,7 +149,7 @@ class Candidate:
     Attributes:
         id: The entry.
         spend: What its row holds, as checked.
-        adopt: Whether it must first become this key's (a row amaimedia 0.1 wrote).
+        adopt: Whether it must first become this key's (a previous key's, or 0.1's).
     """
 
     id: EntryId
@@ -282,11 +329,18 @@ class ScopedJournal:
             if not candidate.adopt
         ]
 
-    def survey(self, *, adopt_unauthenticated: bool = False, note: bool = False) -> Survey:
-        """Every pending row of this key, checked and sorted.
+    def survey(
+        self,
+        previous: tuple[JournalKeys, ...] = (),
+        *,
+        adopt_unauthenticated: bool = False,
+        note: bool = False,
+    ) -> Survey:
+        """Every pending row of this key (and of `previous` keys), checked and sorted.
 
-        A row of this key's scope whose code matches may be sent. So may one of the
-        scope amaimedia 0.1 used for this key, which has no code, once adopted, when
+        A row of this key's scope whose code matches may be sent. So may one of a
+        previous key's scope whose code matches that key's, once adopted; and one of the
+        scope amaimedia 0.1 used for this key or a previous one, which has no code, when
         `adopt_unauthenticated` says so. Every other row is refused, logged once per
         process, and, with `note`, given the reason as its `last_error`.
 
@@ -295,12 +349,15 @@ class ScopedJournal:
         """
         backend = self.backend
         scope = self.scope
-        # (scope, the keys that sealed its rows, whether those rows need adopting,
+        # (scope, the keys that sealed its rows, whether those rows are another key's,
         # whether they come from layout 1 and have no code)
         sources: list[tuple[str, JournalKeys, bool, bool]] = [
             (scope, self._keys, False, False),
             (self._keys.legacy_scope, self._keys, True, True),
         ]
+        for keys in previous:
+            sources.append((keys.scope(backend.salt), keys, True, False))
+            sources.append((keys.legacy_scope, keys, True, True))
         candidates: list[Candidate] = []
         refused: list[tuple[EntryId, RefusedSpend]] = []
         for row_scope, keys, foreign, legacy in sources:

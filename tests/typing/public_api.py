@@ -108,9 +108,10 @@ def metered_usage(client: AmaiClient) -> None:
     assert_type(charges[0].charged, int)
     assert_type(report.stale, list[PendingSpend])
     assert_type(report.left_pending, int)
-    adopted = client.replay_pending(adopt_unauthenticated=True)
-    assert_type(adopted.refused, list[RefusedSpend])
-    for refused in adopted.refused:
+    # After a key rotation: the old key's entries, adopted explicitly.
+    rotated = client.replay_pending(previous_keys=["amai_live_old"], adopt_unauthenticated=False)
+    assert_type(rotated.refused, list[RefusedSpend])
+    for refused in rotated.refused:
         assert_type(refused.reason, str)
         if refused.kind == "tampered":
             assert_type(refused.units, str)
@@ -127,6 +128,7 @@ async def async_metered_usage(aclient: AsyncAmaiClient) -> None:
     assert_type(await answer("hi"), str)
     assert_type(await aclient.pending_spends(), list[PendingSpend])
     assert_type(await aclient.replay_pending(max_age=None), ReplayReport)
+    assert_type(await aclient.replay_pending(previous_keys=("amai_live_old",)), ReplayReport)
 
 
 async def async_usage() -> None:
