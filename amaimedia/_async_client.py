@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from ._deadline import Deadline
+    from ._journal import ScopedJournal
     from ._types import VerifyTypes
 
 __all__ = ["AsyncAmaiClient"]
@@ -103,6 +104,7 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
     """
 
     _http_client_class = httpx.AsyncClient
+    _opens_journal_lazily = True  # async only
     # Looked up on the instance so that tests can observe the waits without sleeping.
     _sleep: Callable[[float], Awaitable[None]] = staticmethod(asyncio.sleep)
 
@@ -313,7 +315,7 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         if reference is None:
             reference = new_reference()
         body = SpendRequest.from_arguments(tool=tool, units=units, reference=reference)
-        journal = self._require_journal()
+        journal = await self._opened_journal()
         outbox = journal.outbox(connection, is_async=True)
         await outbox.add_in_async(connection, body.tool, body.units, body.reference)
         return body.reference
@@ -332,7 +334,8 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             AmaiError: The client keeps no spend journal.
             SpendJournalError: The journal cannot be read.
         """
-        entries = await run_in_thread(self._require_journal().pending)
+        journal = await self._opened_journal()
+        entries = await run_in_thread(journal.pending)
         return [entry.spend for entry in entries]
 
     async def replay_pending(
@@ -393,13 +396,22 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             previous = self._previous_journal_keys(previous_keys)
         finally:
             del previous_keys  # error trackers show each frame's locals: not the keys
+        journal = await self._opened_journal()
         return await areplay_journal(
-            self,
-            self._require_journal(),
-            rules,
-            previous,
-            adopt_unauthenticated=bool(adopt_unauthenticated),
+            self, journal, rules, previous, adopt_unauthenticated=bool(adopt_unauthenticated)
         )
+
+    async def _opened_journal(self) -> ScopedJournal:
+        """The client's journal, opened first if it was not yet (off the event loop).
+
+        Raises:
+            AmaiError: The client keeps no spend journal.
+            SpendJournalError: The journal cannot be used.
+        """
+        journal = self._require_journal()
+        if not journal.is_open:
+            await run_in_thread(journal.open)
+        return journal
 
     async def _send(self, request: httpx.Request, parse: Callable[[httpx.Response], _T]) -> _T:
         deadline = self._deadline()
@@ -463,6 +475,9 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
                 await self._http.aclose()
 
     async def __aenter__(self: _SelfT) -> _SelfT:
+        if self._journal is not None and not self._journal.is_open:
+            # A journal left to open on first use opens here, off the event loop.
+            await run_in_thread(self._journal.open)
         return self
 
     async def __aexit__(

@@ -66,6 +66,11 @@ class AsyncMeteredBlock:
             )
         tool, units = self._arguments.tool, self._arguments.units
         reference = self._arguments.block_reference()
+        journal = self._journal
+        if journal is not None and not journal.is_open:
+            # Before any work, and off the event loop: a journal that cannot be used
+            # fails here, and one whose file another process holds locked blocks no task.
+            await run_in_thread(journal.open)
         quote = await self._client.check(tool, units)
         if not quote.allowed:
             raise insufficient_quote(tool, units, quote)

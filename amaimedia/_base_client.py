@@ -27,7 +27,7 @@ from ._config import (
 from ._deadline import Deadline
 from ._exceptions import AmaiError
 from ._in_flight import InFlight
-from ._journal import journal_keys, open_journal, previous_journal_keys
+from ._journal import JournalOpening, journal_keys, previous_journal_keys
 from ._logging import logger
 from ._metered_base import MeteredArguments, ReferenceArgument
 from ._models import Charge, CheckRequest, Quote, SpendRequest
@@ -40,7 +40,7 @@ from ._types import NOT_GIVEN, NotGiven, TimeoutTypes, Units
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from ._journal import JournalKeys, JournalTarget, ScopedJournal, SpendJournal
+    from ._journal import JournalKeys, JournalTarget, ScopedJournal
 
 __all__ = ["BaseClient"]
 
@@ -59,8 +59,11 @@ class BaseClient(Generic[_HttpT]):
     _owns_http: bool
     _closed: bool
     _in_flight: InFlight
-    _journal_backend: SpendJournal | None
+    _journal_opening: JournalOpening | None
     _journal: ScopedJournal | None
+    # Whether a client built inside a running event loop opens its journal on first use,
+    # in a worker thread, rather than in its constructor (the async client).
+    _opens_journal_lazily: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -89,9 +92,15 @@ class BaseClient(Generic[_HttpT]):
         # The attempts in flight on the pool, which closing it waits for: a copy made by
         # with_options shares the pool, and so this too.
         self._in_flight = InFlight()
-        # Opened now, so that a journal that cannot be used fails before any work.
+        # Opened now, so that a journal that cannot be used fails before any work; or, by
+        # an async client inside a running loop, checked now and opened off the loop
+        # before the first block or replay does anything (see JournalOpening).
         try:
-            self._journal_backend = None if spend_journal is None else open_journal(spend_journal)
+            self._journal_opening = (
+                None
+                if spend_journal is None
+                else JournalOpening(spend_journal, defer=self._defers_journal())
+            )
         except BaseException:
             del spend_journal  # it may hold a password: see open_journal()
             raise
@@ -107,11 +116,23 @@ class BaseClient(Generic[_HttpT]):
         # scope of this configuration's key and API in it (a with_options copy may
         # carry another key).
         self._journal = None
-        if self._journal_backend is not None:
+        if self._journal_opening is not None:
             from ._journal import ScopedJournal
 
             keys = journal_keys(config.api_key, config.base_url)
-            self._journal = ScopedJournal(self._journal_backend, keys)
+            self._journal = ScopedJournal(self._journal_opening, keys)
+
+    def _defers_journal(self) -> bool:
+        """Whether to open the journal on first use: an async client in a running loop."""
+        if not self._opens_journal_lazily:
+            return False
+        import asyncio
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return False  # no loop to block: opened now, and its errors raised now
+        return True
 
     def _previous_journal_keys(self, previous_keys: Iterable[str]) -> tuple[JournalKeys, ...]:
         """`replay_pending(previous_keys=...)`, checked, as journal keys; never logged.

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from ._deadline import Deadline
+    from ._journal import ScopedJournal
     from ._types import VerifyTypes
 
 __all__ = ["AmaiClient"]
@@ -306,7 +307,7 @@ class AmaiClient(BaseClient[httpx.Client]):
         if reference is None:
             reference = new_reference()
         body = SpendRequest.from_arguments(tool=tool, units=units, reference=reference)
-        journal = self._require_journal()
+        journal = self._opened_journal()
         outbox = journal.outbox(connection, is_async=False)
         outbox.add_in(connection, body.tool, body.units, body.reference)
         return body.reference
@@ -325,7 +326,8 @@ class AmaiClient(BaseClient[httpx.Client]):
             AmaiError: The client keeps no spend journal.
             SpendJournalError: The journal cannot be read.
         """
-        entries = run_inline(self._require_journal().pending)
+        journal = self._opened_journal()
+        entries = run_inline(journal.pending)
         return [entry.spend for entry in entries]
 
     def replay_pending(
@@ -386,13 +388,22 @@ class AmaiClient(BaseClient[httpx.Client]):
             previous = self._previous_journal_keys(previous_keys)
         finally:
             del previous_keys  # error trackers show each frame's locals: not the keys
+        journal = self._opened_journal()
         return replay_journal(
-            self,
-            self._require_journal(),
-            rules,
-            previous,
-            adopt_unauthenticated=bool(adopt_unauthenticated),
+            self, journal, rules, previous, adopt_unauthenticated=bool(adopt_unauthenticated)
         )
+
+    def _opened_journal(self) -> ScopedJournal:
+        """The client's journal, opened first if it was not yet (off the event loop).
+
+        Raises:
+            AmaiError: The client keeps no spend journal.
+            SpendJournalError: The journal cannot be used.
+        """
+        journal = self._require_journal()
+        if not journal.is_open:
+            run_inline(journal.open)
+        return journal
 
     def _send(self, request: httpx.Request, parse: Callable[[httpx.Response], _T]) -> _T:
         deadline = self._deadline()
@@ -454,6 +465,9 @@ class AmaiClient(BaseClient[httpx.Client]):
                 self._http.close()
 
     def __enter__(self: _SelfT) -> _SelfT:
+        if self._journal is not None and not self._journal.is_open:
+            # A journal left to open on first use opens here, off the event loop.
+            run_inline(self._journal.open)
         return self
 
     def __exit__(

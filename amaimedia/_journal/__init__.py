@@ -8,7 +8,7 @@ process or another, with `replay_pending()`.
 
 - `_protocol.py`: `SpendJournal`, the interface a backend implements, and its entries.
 - `_scoped.py`: `ScopedJournal`, one client's entries in a backend, and the rules the
-  metered blocks follow with it.
+  metered blocks follow with it; `JournalOpening`, a journal opened now or on first use.
 - `_integrity.py`: the rows' authentication codes and the scopes, derived from the key.
 - `_sqlite.py`: the SQLite file backend, for one machine.
 - `_postgres.py`: the PostgreSQL backend (psycopg 3, extra `postgres`), for a fleet.
@@ -20,21 +20,24 @@ that keeps a journal.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TypeAlias, TypeGuard
 
 from ._integrity import JournalKeys
 from ._protocol import EntryId, JournalEntry, PendingSpend, RefusedSpend, SpendJournal
-from ._scoped import ScopedJournal, journal_keys, previous_journal_keys
+from ._scoped import JournalOpening, ScopedJournal, journal_keys, previous_journal_keys
 
 __all__ = [
     "EntryId",
     "JournalEntry",
     "JournalKeys",
+    "JournalOpening",
     "JournalTarget",
     "PendingSpend",
     "RefusedSpend",
     "ScopedJournal",
     "SpendJournal",
+    "describe_journal",
     "is_database_url",
     "journal_keys",
     "open_journal",
@@ -81,6 +84,28 @@ def open_journal(target: JournalTarget) -> SpendJournal:
         "spend_journal must be a path, a postgresql:// URL or a SpendJournal, "
         f"got {type(target).__name__}"
     )
+
+
+def describe_journal(target: str | os.PathLike[str]) -> str:
+    """Where `open_journal(target)` would open a journal, without opening it.
+
+    For a path: the absolute path it resolves to now (so that opening it later, from
+    another working directory, opens the same file). For a URL: the URL without its
+    password. Touches no database and takes no lock.
+
+    Raises:
+        ImportError: The URL needs psycopg, which is not installed.
+        SpendJournalError: The URL cannot be parsed (it is not shown).
+    """
+    try:
+        if is_database_url(target):
+            from ._postgres import describe
+
+            return describe(target)
+    except BaseException:
+        del target  # see open_journal()
+        raise
+    return str(Path(target).expanduser().resolve())
 
 
 def is_database_url(target: object) -> TypeGuard[str]:

@@ -764,6 +764,24 @@ def _upgrade_from_1(db: psycopg.Connection[Any], location: str, *, has_spends: b
     )
 
 
+def describe(conninfo: str) -> str:
+    """Where a journal at `conninfo` is, without its password, and without connecting.
+
+    Raises:
+        ImportError: psycopg is not installed.
+        SpendJournalError: The string cannot be parsed (it is not shown).
+    """
+    pg = _psycopg()
+    try:
+        params = pg.conninfo.conninfo_to_dict(conninfo)
+    except pg.Error:
+        params = None
+    del conninfo
+    if params is None:
+        raise SpendJournalError(_UNPARSABLE)
+    return _location(params)
+
+
 def _location(params: dict[str, Any]) -> str:
     """The database as a URL without its password: safe for reprs and logs."""
     user = params.get("user")

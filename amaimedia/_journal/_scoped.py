@@ -16,6 +16,8 @@ never sent. Entries of a previous key, or of 0.1, are adopted only when asked fo
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -44,6 +46,8 @@ from ._replay import ReplayRules
 
 if TYPE_CHECKING:
     import httpx
+
+    from . import JournalTarget
 
 __all__ = [
     "Candidate",
@@ -191,18 +195,100 @@ class Outbox:
         )
 
 
+class JournalOpening:
+    """A client's journal: the backend, or what to open it from, shared by its copies.
+
+    The sync client opens the backend when it is built. The async client, built inside
+    a running event loop, opens it on first use, in a worker thread: an SQLite file
+    whose write lock another process holds (or a database that is slow to answer) would
+    otherwise block the loop. `open` is idempotent and thread-safe; a failed opening is
+    tried again on the next use.
+
+    Args:
+        target: What `spend_journal` was given.
+        defer: Open on first use instead of now.
+
+    Raises:
+        TypeError: `target` is not a path, a URL or a `SpendJournal`.
+        ImportError: A URL needs psycopg, which is not installed.
+        SpendJournalError: Opening now, the journal cannot be used; or a URL that cannot
+            be parsed.
+    """
+
+    __slots__ = ("_backend", "_location", "_lock", "_target")
+
+    def __init__(self, target: JournalTarget, *, defer: bool) -> None:
+        from . import describe_journal, is_database_url, open_journal
+
+        self._lock = threading.Lock()
+        self._backend: SpendJournal | None = None
+        self._target: JournalTarget | None = None
+        try:
+            if defer and isinstance(target, str | os.PathLike):
+                self._location = describe_journal(target)
+                # A path is kept resolved: opened later, it is the same file whatever the
+                # working directory is by then.
+                self._target = target if is_database_url(target) else self._location
+            else:
+                self._backend = open_journal(target)
+                self._location = self._backend.location
+        except BaseException:
+            del target  # it may hold a password: see open_journal()
+            raise
+
+    def __repr__(self) -> str:
+        # Safe on one whose constructor failed too (a traceback shows it).
+        location = getattr(self, "_location", "(not opened)")
+        return f"JournalOpening({location!r}, open={getattr(self, '_backend', None) is not None})"
+
+    def __reduce__(self) -> str | tuple[object, ...]:
+        raise TypeError("a client's journal cannot be pickled; open it in each process")
+
+    @property
+    def location(self) -> str:
+        """Where the journal is, safe to show; known before it is opened."""
+        return self._location
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the backend is open."""
+        return self._backend is not None
+
+    def open(self) -> SpendJournal:
+        """The backend, opened now if it was not.
+
+        This may block: the async client runs it in a worker thread.
+
+        Raises:
+            SpendJournalError: The journal cannot be used.
+        """
+        backend = self._backend
+        if backend is not None:
+            return backend
+        from . import open_journal
+
+        with self._lock:
+            if self._backend is None:
+                # Not held in a local: the frames of a failure must not keep a password.
+                assert self._target is not None  # set until the journal is open
+                self._backend = open_journal(self._target)
+                self._location = self._backend.location
+                self._target = None
+            return self._backend
+
+
 class ScopedJournal:
     """A journal backend and the scope of one client's entries in it.
 
     Args:
-        backend: Where the entries are kept.
+        opening: The journal, open or to be opened.
         keys: What the client's key gives the journal: its scope and its rows' codes.
     """
 
-    __slots__ = ("_keys", "_scope", "_warned", "backend")
+    __slots__ = ("_keys", "_opening", "_scope", "_warned")
 
-    def __init__(self, backend: SpendJournal, keys: JournalKeys) -> None:
-        self.backend = backend
+    def __init__(self, opening: JournalOpening, keys: JournalKeys) -> None:
+        self._opening = opening
         self._keys = keys
         self._scope: str | None = None
         # The refused rows already warned about: once per row (and reason) is enough.
@@ -214,7 +300,25 @@ class ScopedJournal:
     @property
     def location(self) -> str:
         """Where the backend lives, safe to show."""
-        return self.backend.location
+        return self._opening.location
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the backend is open (the async client opens it on first use)."""
+        return self._opening.is_open
+
+    def open(self) -> None:
+        """Open the backend if it is not: blocking, so the async client runs it in a thread.
+
+        Raises:
+            SpendJournalError: The journal cannot be used.
+        """
+        self._opening.open()
+
+    @property
+    def backend(self) -> SpendJournal:
+        """The backend (opened now, blocking, if nobody opened it yet)."""
+        return self._opening.open()
 
     @property
     def scope(self) -> str:
