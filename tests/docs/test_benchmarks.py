@@ -27,7 +27,7 @@ ROWS = [
     'async `check()` at concurrency 32 over loopback, `transport="aiohttp"` |',
     "against the ceiling",
     "default transport (httpx's own)",
-    "`import amaimedia`",
+    "`from amaimedia import AmaiClient`",
     "memory growth on one client",
     "SQLite-journaled `metered()` block, `httpx.MockTransport` |",
     "SQLite-journaled `metered()` block, against the block and the bare write run together",
