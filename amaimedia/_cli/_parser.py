@@ -190,6 +190,23 @@ def _replay_arguments(replay: argparse.ArgumentParser) -> None:
     replay.add_argument(
         "--json", action="store_true", help="print one JSON object per round, on one line"
     )
+    replay.add_argument(
+        "--previous-key-stdin",
+        action="store_true",
+        help=(
+            "after a key rotation: read earlier keys of the same account from stdin, one per "
+            "line (after the key, with --api-key-stdin), and adopt and send their pending "
+            "entries with the current key; the keys are never printed"
+        ),
+    )
+    replay.add_argument(
+        "--adopt-unauthenticated",
+        action="store_true",
+        help=(
+            "also send the entries amaimedia 0.1 wrote, which carry no authentication code "
+            "(refused otherwise): only if nobody else could write the journal"
+        ),
+    )
     _client_arguments(replay)
 
 

@@ -6,6 +6,11 @@ tells the error each failed spend got in this round (the report's entries are as
 were before it). Nothing else of the client is used, so the command replays exactly as a
 program would.
 
+`--previous-key-stdin` reads earlier keys of the account from stdin (after the key, with
+`--api-key-stdin`), one per line, and passes them to every round's `replay_pending()` as
+`previous_keys`: their entries are adopted and sent with the current key. They are never
+printed, and never go anywhere but there.
+
 `--watch` runs rounds until SIGINT or SIGTERM. A signal during the wait between rounds
 ends it at once; a signal during a round lets the round finish (each spend is bounded by
 `--timeout` and `--max-retries`), and a second one abandons it: the spend in flight stays
@@ -16,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import getpass
 import json
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -30,6 +37,7 @@ from amaimedia import (
     AmaiError,
     Charge,
     PendingSpend,
+    RefusedSpend,
     ReplayReport,
     SpendJournalError,
 )
@@ -54,6 +62,14 @@ _STALE_HINT: Final = (
     "charge them again. Settle them by hand, or, if the API still knows them, replay them "
     "with a larger --max-age (or --max-age none)"
 )
+_LEGACY_HINT: Final = (
+    "entries written by amaimedia 0.1 carry no authentication code and are not sent: once "
+    "you know nobody else could write the journal, replay with --adopt-unauthenticated"
+)
+_TAMPERED_HINT: Final = (
+    "a refused entry was changed by someone without the key: find out who can write the "
+    "journal before settling it by hand"
+)
 _STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 # The URLs a client's spend_journal opens as a PostgreSQL journal; anything else is a file.
 _POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
@@ -68,7 +84,15 @@ def replay(args: argparse.Namespace) -> int:
     key = read_api_key(args)
     if key is None:
         return ExitCode.AUTH
-    session = _Session(Console(key), args, key)
+    previous: list[str] = []
+    if args.previous_key_stdin:
+        previous = _read_previous_keys()
+        if not previous:
+            fail(
+                "--previous-key-stdin read no key: give the earlier key(s) on stdin, one per line"
+            )
+            return ExitCode.USAGE
+    session = _Session(Console(key), args, key, previous)
     console = session.console
     with console.key_kept_out_of_logs(), console.sdk_warnings():
         try:
@@ -81,6 +105,17 @@ def replay(args: argparse.Namespace) -> int:
                 "sends it with its reference, which never charges twice"
             )
             return ExitCode.INTERRUPTED
+
+
+def _read_previous_keys() -> list[str]:
+    """The earlier keys, one per line of what is left of stdin; blank lines are skipped.
+
+    At a terminal, one key is asked for, without echo.
+    """
+    if sys.stdin.isatty():
+        typed = getpass.getpass("previous API key: ").strip()
+        return [typed] if typed else []
+    return [line.strip() for line in sys.stdin.read().splitlines() if line.strip()]
 
 
 def _argument_problem(args: argparse.Namespace) -> str | None:
@@ -108,11 +143,15 @@ class _Fatal(Exception):
 class _Session:
     """What the rounds of one run share: the console, the arguments, the hints given."""
 
-    def __init__(self, console: Console, args: argparse.Namespace, key: str) -> None:
+    def __init__(
+        self, console: Console, args: argparse.Namespace, key: str, previous: list[str]
+    ) -> None:
         self.console = console
         self.args = args
         self._key = key
+        self._previous = previous
         self._stale_hinted = False
+        self._refused_hinted: set[str] = set()
 
     def once(self) -> int:
         """One round, as from cron: its exit status."""
@@ -187,7 +226,12 @@ class _Session:
         args = self.args
         before = client.pending_spends()
         try:
-            report = client.replay_pending(max_age=args.max_age, older_than=args.older_than)
+            report = client.replay_pending(
+                max_age=args.max_age,
+                older_than=args.older_than,
+                previous_keys=self._previous,
+                adopt_unauthenticated=args.adopt_unauthenticated,
+            )
         except ValueError as exc:
             self.console.err(str(exc))
             raise _Fatal(ExitCode.USAGE) from None
@@ -212,10 +256,12 @@ class _Session:
         report = outcome.report
         sent = len(report) + len(outcome.failed)
         prefix = f"round {outcome.number}: " if self.args.watch else ""
+        refused = f", {len(report.refused)} refused" if report.refused else ""
         self.console.out(
             f"{prefix}replayed {sent} spend{'' if sent == 1 else 's'}: "
             f"{len(report)} charged ({outcome.tokens} tokens), {len(outcome.failed)} failed, "
             f"{len(report.stale)} stale, {len(report.held)} held, {len(report.young)} young"
+            f"{refused}"
         )
         for spend in outcome.failed:
             attempts = f"{spend.attempts} attempt{'' if spend.attempts == 1 else 's'}"
@@ -229,9 +275,20 @@ class _Session:
                 f"  stale: {spend.tool} x{spend.units}, reference {spend.reference}, "
                 f"{age} old, not sent"
             )
+        for refusal in report.refused:
+            # What the row holds is whatever someone wrote: shown escaped, on one line.
+            self.console.out(
+                f"  refused: {_escaped(refusal.tool)} x{_escaped(refusal.units)}, reference "
+                f"{_escaped(refusal.reference)}, {refusal.kind}: {refusal.reason}"
+            )
         if report.stale and not self._stale_hinted:
             self._stale_hinted = True
             self.console.err(_STALE_HINT, label="hint")
+        for kind, hint in (("legacy", _LEGACY_HINT), ("tampered", _TAMPERED_HINT)):
+            seen = any(refusal.kind == kind for refusal in report.refused)
+            if seen and kind not in self._refused_hinted:
+                self._refused_hinted.add(kind)
+                self.console.err(hint, label="hint")
 
 
 def _as_now(spends: list[PendingSpend], client: AmaiClient) -> list[PendingSpend]:
@@ -280,6 +337,7 @@ class _Outcome:
             "stale": [_spend_json(spend) for spend in report.stale],
             "held": [_spend_json(spend) for spend in report.held],
             "young": [_spend_json(spend) for spend in report.young],
+            "refused": [_refused_json(refusal) for refusal in report.refused],
             "left_pending": report.left_pending,
         }
 
@@ -304,6 +362,23 @@ def _spend_json(spend: PendingSpend) -> dict[str, Any]:
         "last_error": spend.last_error,
         "error_code": spend.error_code,
     }
+
+
+def _refused_json(refusal: RefusedSpend) -> dict[str, Any]:
+    return {
+        "tool": refusal.tool,
+        "units": refusal.units,
+        "reference": refusal.reference,
+        "created_at": None if refusal.created_at is None else refusal.created_at.isoformat(),
+        "kind": refusal.kind,
+        "reason": refusal.reason,
+    }
+
+
+def _escaped(text: str, limit: int = 80) -> str:
+    """Untrusted text for one line of a terminal: control characters escaped, cut short."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return shown if len(text) <= limit else f"{shown}…"
 
 
 def _age(age: timedelta) -> str:

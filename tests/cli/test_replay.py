@@ -10,6 +10,7 @@ signals, and in-process (with the wait replaced) for what happens between rounds
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -17,6 +18,7 @@ import queue
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -735,3 +737,152 @@ def test_watch_goes_on_while_the_database_restarts(
     assert password
     assert password not in result.out + result.err
     assert replayer.charged() == [first, *later]
+
+
+# -- a rotated key, rows refused, entries of amaimedia 0.1 -------------------------------
+
+# amaimedia 0.1's layout of the SQLite journal, as it created it.
+LAYOUT_1 = """
+CREATE TABLE spends (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, scope TEXT NOT NULL, tool TEXT NOT NULL,
+    units TEXT NOT NULL, reference TEXT NOT NULL, created_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, error_code TEXT,
+    state TEXT NOT NULL DEFAULT 'pending', charged INTEGER, done_at TEXT,
+    UNIQUE (scope, tool, reference)
+)
+"""
+
+
+def leave_pending_with(replayer: Replayer, key: str, reference: str) -> None:
+    """A pending entry written by another key (the one before a rotation)."""
+    replayer.fake.fail_next("spend", status=503)
+    with (
+        AmaiClient(
+            key, base_url=replayer.base_url, max_retries=0, spend_journal=replayer.journal
+        ) as old,
+        pytest.raises(SpendFailedError),
+        old.metered("chat", 1, reference=reference),
+    ):
+        pass
+
+
+def test_previous_keys_from_stdin_adopt_a_rotated_keys_entries(
+    replayer: Replayer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old_key = replayer.fake.create_key()
+    leave_pending_with(replayer, old_key, "job-old")
+    assert replayer.run().out.startswith("replayed 0 spends")  # the new key sees none
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"\n{old_key}\n\n"))
+    result = replayer.run("--previous-key-stdin")
+
+    assert result.code == ExitCode.OK, result.err
+    assert result.out.startswith("replayed 1 spend: 1 charged (5 tokens)")
+    assert replayer.charged() == ["job-old"]
+    new_account = replayer.fake.account_id(replayer.key)
+    assert [spend.account for spend in replayer.fake.spends] == [new_account]
+    assert old_key not in result.out + result.err
+    assert replayer.pending() == []
+
+
+def test_the_key_and_previous_keys_can_all_come_from_stdin(
+    replayer: Replayer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = replayer.fake.create_key(), replayer.fake.create_key()
+    leave_pending_with(replayer, first, "job-1")
+    leave_pending_with(replayer, second, "job-2")
+    monkeypatch.delenv("AMAI_API_KEY")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{replayer.key}\n{first}\n{second}\n"))
+
+    result = replayer.run("--api-key-stdin", "--previous-key-stdin", "--json")
+
+    assert result.code == ExitCode.OK, result.err
+    [report] = result.json_lines()
+    assert [charge["reference"] for charge in report["charged"]] == ["job-1", "job-2"]
+    assert report["refused"] == []
+    assert first not in result.out + result.err
+    assert second not in result.out + result.err
+
+
+@pytest.mark.parametrize(
+    ("stdin", "message"),
+    [
+        ("", "--previous-key-stdin read no key"),
+        ("\n  \n", "--previous-key-stdin read no key"),
+        ("amai_live_has space_0123456789\n", r"previous_keys\[0\] contains whitespace"),
+        ("amai_live_ok_0123456789abcdef\n\x00bad\n", r"previous_keys\[1\] contains characters"),
+    ],
+)
+def test_previous_keys_that_are_no_keys_are_a_usage_error_that_never_shows_them(
+    replayer: Replayer, monkeypatch: pytest.MonkeyPatch, stdin: str, message: str
+) -> None:
+    reference = replayer.leave_pending()
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+
+    result = replayer.run("--previous-key-stdin")
+
+    assert result.code == ExitCode.USAGE
+    assert re.search(message, result.err)
+    for line in stdin.split():
+        assert line not in result.out + result.err
+    assert replayer.charged() == []
+    assert [spend.reference for spend in replayer.pending()] == [reference]
+
+
+def test_a_row_changed_without_the_key_is_shown_refused_and_exits_pending(
+    replayer: Replayer,
+) -> None:
+    reference = replayer.leave_pending("chat", 1)
+    going = replayer.leave_pending("chat", 1)
+    with contextlib.closing(sqlite3.connect(replayer.journal)) as db, db:
+        db.execute(
+            "UPDATE spends SET tool = ?, units = '240' WHERE reference = ?",
+            ("dub\x1b]0;owned\x07\x1b[2J", reference),
+        )
+
+    result = replayer.run()
+
+    assert result.code == ExitCode.PENDING
+    summary, refused = result.out.splitlines()
+    assert summary == (
+        "replayed 1 spend: 1 charged (5 tokens), 0 failed, 0 stale, 0 held, 0 young, 1 refused"
+    )
+    assert refused.startswith(
+        f"  refused: dub\\x1b]0;owned\\x07\\x1b[2J x240, reference {reference}, tampered: "
+    )
+    assert "\x1b" not in result.out + result.err  # the terminal never gets the escapes
+    assert "hint: a refused entry was changed by someone without the key" in result.err
+    assert replayer.charged() == [going]
+    [report] = replayer.run("--json").json_lines()
+    [shown] = report["refused"]
+    assert (shown["reference"], shown["units"], shown["kind"]) == (reference, "240", "tampered")
+    assert report["left_pending"] == 1
+
+
+def test_entries_of_amaimedia_0_1_are_sent_only_with_adopt_unauthenticated(
+    replayer: Replayer,
+) -> None:
+    scope = hashlib.sha256(f"{replayer.base_url.rstrip('/')}\n{replayer.key}".encode())
+    created = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
+    with contextlib.closing(sqlite3.connect(replayer.journal)) as db, db:
+        db.execute(LAYOUT_1)
+        db.execute("PRAGMA user_version = 1")
+        db.execute(
+            "INSERT INTO spends (scope, tool, units, reference, created_at) "
+            "VALUES (?, 'dub', '2', 'job-01', ?)",
+            (scope.hexdigest()[:32], created),
+        )
+
+    refused = replayer.run()
+
+    assert refused.code == ExitCode.PENDING
+    assert "  refused: dub x2, reference job-01, legacy: " in refused.out
+    assert "replay with --adopt-unauthenticated" in refused.err
+    assert replayer.charged() == []
+
+    adopted = replayer.run("--adopt-unauthenticated")
+
+    assert adopted.code == ExitCode.OK, adopted.err
+    assert adopted.out.startswith("replayed 1 spend: 1 charged (80 tokens)")
+    assert replayer.charged() == ["job-01"]
+    assert replayer.run().code == ExitCode.OK  # adopted: nothing left
