@@ -371,7 +371,9 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
                 `None` sends them all.
             older_than: Skip entries younger than this: a block that is still running
                 (in another process) most likely owns them. 0 by default.
-            previous_keys: Earlier keys of this account, whose entries to adopt and send.
+            previous_keys: Earlier keys of this account, whose entries to adopt and send
+                (with this key: a key of another account would have this one pay for
+                its entries).
             adopt_unauthenticated: Also adopt and send the entries amaimedia 0.1 wrote
                 (for this key, or one in `previous_keys`), which carry no authentication
                 code: only once you know nobody else could write the journal, since
