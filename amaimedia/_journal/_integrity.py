@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Final, final
 
@@ -66,10 +67,12 @@ SALT_BYTES: Final = 16
 
 
 def new_salt() -> str:
-    """A journal's random salt, made once with the journal (hex)."""
-    import secrets
+    """A journal's random salt, made once with the journal (hex).
 
-    return secrets.token_hex(SALT_BYTES)
+    From `os.urandom`, as `secrets` does, without importing a module by a name that an
+    application's own `secrets.py` on `sys.path` would shadow.
+    """
+    return os.urandom(SALT_BYTES).hex()
 
 
 def encode_units(units: Units) -> str:
