@@ -135,7 +135,10 @@ class _BoundedBody(httpx.SyncByteStream, httpx.AsyncByteStream):
             APIError: The body is over the cap, raw or decoded (a 2xx:
                 `APIResponseValidationError`).
         """
-        if self._ends is not None and time.monotonic() > self._ends:
+        # The first piece is never late: it came with the headers' own wait (a stalled
+        # machine that reads it late must not fail an answer that arrived in time); what
+        # follows it, a body drip-fed piece by piece, is held to the time left.
+        if self._raw and self._ends is not None and time.monotonic() > self._ends:
             raise httpx.ReadTimeout(self._late(), request=self._response.request)
         self._raw += len(piece)
         if self._raw > MAX_ANSWER_BYTES:
