@@ -122,6 +122,7 @@ class SQLiteSpendJournal:
             _claims_for(self.path)  # the side file, opened now so that it fails now
             _make_private(self.path)
         except (OSError, sqlite3.Error, SpendJournalError) as exc:
+            self._close_mine()
             raise SpendJournalError(f"cannot use {self.path} as a spend journal: {exc}") from exc
         if not existed:
             # A journal that vanished with the disk it was on shows here, in the logs.
@@ -145,6 +146,13 @@ class SQLiteSpendJournal:
     def salt(self) -> str:
         """The journal's random salt, made with the file."""
         return self._salt
+
+    def _close_mine(self) -> None:
+        """Close this thread's connection now, if it has one: a journal refused is not kept."""
+        mine: _Connection | None = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if mine is not None and mine.pid == os.getpid():
+            mine.db.close()
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -553,8 +561,12 @@ class _Connection:
             path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
         )
         self.db.text_factory = _text
-        # FULL: a committed entry survives a power cut, not only a killed process.
-        self.db.execute("PRAGMA synchronous=FULL")
+        try:
+            # FULL: a committed entry survives a power cut, not only a killed process.
+            self.db.execute("PRAGMA synchronous=FULL")
+        except BaseException:
+            self.db.close()  # a file SQLite cannot open (a directory, say) leaves nothing open
+            raise
         self.pid = os.getpid()
         weakref.finalize(self, _close_in, self.pid, self.db)
 
