@@ -106,7 +106,26 @@ class Harness:
         for http in self._http_clients:
             self.run(http.aclose() if isinstance(http, httpx.AsyncClient) else http.close())
         if self._loop is not None:
-            self._loop.close()
+            _close_like_asyncio_run(self._loop)
+
+
+def _close_like_asyncio_run(loop: asyncio.AbstractEventLoop) -> None:
+    """Close `loop` as `asyncio.run()` closes its own: the tasks left end first.
+
+    An async generator left unfinished (a body refused mid-stream) is closed by a task
+    its finalizer schedules; closing the loop before that task runs makes Python 3.13
+    warn that a coroutine was never awaited. `asyncio.run()` lets them run, and so does
+    this.
+    """
+    try:
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
 
 
 @pytest.fixture(params=["sync", "async"])
