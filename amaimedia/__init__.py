@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ._async_client import AsyncAmaiClient
     from ._async_metered import AsyncMeteredBlock
     from ._client import AmaiClient
+    from ._events import ChargeEvent, Hooks, RequestEvent, ResponseEvent, RetryEvent
     from ._exceptions import (
         AmaiError,
         APIConnectionError,
@@ -55,10 +56,12 @@ __all__ = [
     "AsyncMeteredBlock",
     "AuthenticationError",
     "Charge",
+    "ChargeEvent",
     "CheckRequest",
     "ErrorBody",
     "ErrorCode",
     "ForbiddenError",
+    "Hooks",
     "InsufficientCreditsError",
     "JournalEntry",
     "Meter",
@@ -72,6 +75,9 @@ __all__ = [
     "RateLimitError",
     "RefusedSpend",
     "ReplayReport",
+    "RequestEvent",
+    "ResponseEvent",
+    "RetryEvent",
     "SQLiteSpendJournal",
     "ServerError",
     "SpendFailedError",
@@ -110,6 +116,9 @@ _SDK = {
             "SpendJournalError",
         ],
         "._exceptions",
+    ),
+    **dict.fromkeys(
+        ["ChargeEvent", "Hooks", "RequestEvent", "ResponseEvent", "RetryEvent"], "._events"
     ),
     **dict.fromkeys(["JournalEntry", "PendingSpend", "RefusedSpend", "SpendJournal"], "._journal"),
     "ReplayReport": "._journal._replay",

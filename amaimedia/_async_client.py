@@ -36,7 +36,9 @@ if TYPE_CHECKING:
     import psycopg
 
     from ._deadline import Deadline
+    from ._events import Hooks
     from ._journal import ScopedJournal
+    from ._observer import CallInfo
     from ._types import VerifyTypes
 
 __all__ = ["AsyncAmaiClient"]
@@ -91,6 +93,12 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             path to an SQLite file (missing directories are created), a
             `postgresql://` URL shared by a fleet (`pip install amaimedia[postgres]`),
             or a `SpendJournal` object. Off by default.
+        hooks: Callbacks told of each attempt, retry and charge (see `Hooks`).
+        tracer_provider: The OpenTelemetry tracer provider for the client's spans;
+            OpenTelemetry's global one by default (nothing is recorded when
+            `opentelemetry-api` is not installed).
+        meter_provider: The OpenTelemetry meter provider for the client's metrics;
+            the global one by default.
         dangerously_allow_browser: Allow running in a browser runtime (Pyodide), where
             the key would be visible to the page's visitors.
 
@@ -123,6 +131,9 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         proxy: str | httpx.URL | None = None,
         trust_env: bool = True,
         spend_journal: JournalTarget | None = None,
+        hooks: Hooks | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
         dangerously_allow_browser: bool = False,
     ) -> None:
         from ._transports import resolve_async_transport  # async only
@@ -144,6 +155,9 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
                 http_client=http_client,
                 transport_options=TransportOptions(verify, proxy, trust_env),
                 spend_journal=spend_journal,
+                hooks=hooks,
+                tracer_provider=tracer_provider,
+                meter_provider=meter_provider,
             )
         except BaseException:
             # Error trackers show the locals of every frame of a traceback: neither the
@@ -190,8 +204,8 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         """
         if not models_built():
             await run_in_thread(build_models)
-        request = self._check_request(tool, units)
-        return await self._send(request, self._parse_quote)
+        request, call = self._check_request(tool, units)
+        return await self._send(request, self._parse_quote, call)
 
     async def spend(
         self, tool: ToolName | str, units: Units = 1, *, reference: str | None = None
@@ -219,15 +233,31 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             APIError: The server answered with another error.
             APIConnectionError: No usable answer, after the retries.
         """
+        return await self._spend(tool, units, reference)
+
+    async def _spend(
+        self,
+        tool: ToolName | str,
+        units: Units,
+        reference: str | None,
+        *,
+        warn_on_failure: bool = True,
+    ) -> Charge:
+        """`spend()`, with the choice of logging a warning when it fails for good.
+
+        A replay logs its own warning for a spend that failed: it passes
+        `warn_on_failure=False`, so that each failure is logged once.
+        """
         if not models_built():
             await run_in_thread(build_models)
-        request, reference = self._spend_request(tool, units, reference)
+        request, call = self._spend_request(tool, units, reference, warn_on_failure)
+        assert call.reference is not None
         try:
-            return await self._send(request, self._charge_parser(reference))
+            return await self._send(request, self._charge_parser(call.reference), call)
         except AmaiError as exc:
             # Whatever went wrong, the caller can replay with this reference: without it,
             # a spend with a generated reference and an unclear outcome would be lost.
-            exc.reference = reference
+            exc.reference = call.reference
             raise
 
     def metered(
@@ -415,29 +445,58 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             await run_in_thread(journal.open)
         return journal
 
-    async def _send(self, request: httpx.Request, parse: Callable[[httpx.Response], _T]) -> _T:
-        deadline = self._deadline()
+    async def _send(
+        self, request: httpx.Request, parse: Callable[[httpx.Response], _T], call: CallInfo
+    ) -> _T:
+        result, _ = await self._send_with_response(request, parse, call)
+        return result
 
-        async def attempt() -> _T:
+    async def _send_with_response(
+        self, request: httpx.Request, parse: Callable[[httpx.Response], _T], call: CallInfo
+    ) -> tuple[_T, httpx.Response]:
+        """Send `request`, retrying as the policy says; the result, and the answer it is of.
+
+        `parse` turns an answer into the result, or raises its error.
+        """
+        deadline = self._deadline()
+        # Hooks, logs and OpenTelemetry see the call through this, never the request's
+        # headers (see _observer.py).
+        watch = self._observer.call(call, request)
+
+        async def attempt() -> tuple[_T, httpx.Response]:
             if deadline is not None:
                 deadline.start_attempt(request, self._config.timeout)
-            with self._in_flight.attempt(request, self._http):
-                response = await self._attempt(request, deadline)
-            return parse(response)
+            started = watch.attempt_starting()
+            response = None
+            try:
+                with self._in_flight.attempt(request, self._http):
+                    response = await self._attempt(request, deadline)
+                result = parse(response)
+            except Exception as exc:
+                watch.attempt_ended(started, response, exc)
+                raise
+            watch.attempt_ended(started, response, None)
+            return result, response
 
         try:
-            return await attempt()
-        except AmaiError as exc:
-            if not self._retry_policy.retries(exc):
-                raise
-            first_failure = exc
-        return await self._retry_policy.async_retry(
-            attempt,
-            first_failure,
-            sleep=self._sleep,
-            what=f"{request.method} {request.url.path}",
-            deadline=deadline,
-        )
+            try:
+                result = await attempt()
+            except AmaiError as exc:
+                if not self._retry_policy.retries(exc):
+                    raise
+                result = await self._retry_policy.async_retry(
+                    attempt,
+                    exc,
+                    sleep=self._sleep,
+                    what=f"{request.method} {request.url.path}",
+                    deadline=deadline,
+                    on_retry=watch.retrying,
+                )
+        except BaseException as exc:
+            watch.failed(exc)
+            raise
+        watch.succeeded(result[0])
+        return result
 
     async def _attempt(self, request: httpx.Request, deadline: Deadline | None) -> httpx.Response:
         try:

@@ -31,6 +31,7 @@ from ._journal import JournalOpening, journal_keys, previous_journal_keys
 from ._logging import logger
 from ._metered_base import MeteredArguments, ReferenceArgument
 from ._models import Charge, CheckRequest, Quote, SpendRequest
+from ._observer import CallInfo, Observer
 from ._printable import printable
 from ._references import new_reference
 from ._response import parse_response, request_id_of
@@ -40,6 +41,7 @@ from ._types import NOT_GIVEN, NotGiven, TimeoutTypes, Units
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from ._events import Hooks
     from ._journal import JournalKeys, JournalTarget, ScopedJournal
 
 __all__ = ["BaseClient"]
@@ -61,6 +63,7 @@ class BaseClient(Generic[_HttpT]):
     _in_flight: InFlight
     _journal_opening: JournalOpening | None
     _journal: ScopedJournal | None
+    _observer: Observer
     # Whether a client built inside a running event loop opens its journal on first use,
     # in a worker thread, rather than in its constructor (the async client).
     _opens_journal_lazily: ClassVar[bool] = False
@@ -72,7 +75,12 @@ class BaseClient(Generic[_HttpT]):
         http_client: _HttpT | None,
         transport_options: TransportOptions,
         spend_journal: JournalTarget | None,
+        hooks: Hooks | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
     ) -> None:
+        # Checked first: a bad hooks argument fails before a pool or a journal is opened.
+        observer = Observer(hooks, tracer_provider=tracer_provider, meter_provider=meter_provider)
         if http_client is None:
             http_client = self._new_http_client(config, transport_options)
             owns_http = True
@@ -104,9 +112,11 @@ class BaseClient(Generic[_HttpT]):
         except BaseException:
             del spend_journal  # it may hold a password: see open_journal()
             raise
-        self._setup(config, http_client, owns_http=owns_http)
+        self._setup(config, http_client, owns_http=owns_http, observer=observer)
 
-    def _setup(self, config: ClientConfig, http: _HttpT, *, owns_http: bool) -> None:
+    def _setup(
+        self, config: ClientConfig, http: _HttpT, *, owns_http: bool, observer: Observer
+    ) -> None:
         self._config = config
         self._retry_policy = RetryPolicy(config.max_retries, config.max_retry_after)
         self._http = http
@@ -121,6 +131,12 @@ class BaseClient(Generic[_HttpT]):
 
             keys = journal_keys(config.api_key, config.base_url)
             self._journal = ScopedJournal(self._journal_opening, keys)
+        self._observer = Observer(
+            observer.hooks,
+            tracer_provider=observer.tracer_provider,
+            meter_provider=observer.meter_provider,
+            journal=self._journal,
+        )
 
     def _defers_journal(self) -> bool:
         """Whether to open the journal on first use: an async client in a running loop."""
@@ -194,6 +210,7 @@ class BaseClient(Generic[_HttpT]):
         max_retries: int | NotGiven = NOT_GIVEN,
         max_retry_after: float | NotGiven = NOT_GIVEN,
         total_timeout: float | NotGiven | None = NOT_GIVEN,
+        hooks: Hooks | NotGiven | None = NOT_GIVEN,
     ) -> _ClientT:
         """Return a copy with some settings changed, sharing this client's connection pool.
 
@@ -208,6 +225,7 @@ class BaseClient(Generic[_HttpT]):
             max_retry_after: Another cap on the server's `Retry-After`, in seconds.
             total_timeout: Another limit for a whole call, retries and waits included;
                 `None` turns it off.
+            hooks: Other hooks; `None` for none.
 
         Returns:
             A new client of the same class.
@@ -239,8 +257,18 @@ class BaseClient(Generic[_HttpT]):
                 else resolve_total_timeout(total_timeout)
             ),
         )
+        old_observer = self._observer
+        observer = (
+            old_observer
+            if isinstance(hooks, NotGiven)
+            else Observer(
+                hooks,
+                tracer_provider=old_observer.tracer_provider,
+                meter_provider=old_observer.meter_provider,
+            )
+        )
         clone = copy.copy(self)
-        clone._setup(config, self._http, owns_http=False)  # noqa: SLF001 - our own class
+        clone._setup(config, self._http, owns_http=False, observer=observer)  # noqa: SLF001
         return clone
 
     @staticmethod
@@ -262,19 +290,21 @@ class BaseClient(Generic[_HttpT]):
         seconds = self._config.total_timeout
         return None if seconds is None else Deadline(seconds)
 
-    def _check_request(self, tool: str, units: Units) -> httpx.Request:
+    def _check_request(self, tool: str, units: Units) -> tuple[httpx.Request, CallInfo]:
         body = CheckRequest.from_arguments(tool=tool, units=units)
-        return self._build_request(self._config.check_url, body)
+        call = CallInfo("check", body.tool, body.units)
+        return self._build_request(self._config.check_url, body), call
 
     def _spend_request(
-        self, tool: str, units: Units, reference: str | None
-    ) -> tuple[httpx.Request, str]:
+        self, tool: str, units: Units, reference: str | None, warn_on_failure: bool = True
+    ) -> tuple[httpx.Request, CallInfo]:
         # The reference is fixed here, before the retry loop, and the request built once:
         # every retry of a spend sends the same bytes, so it can never charge twice.
         if reference is None:
             reference = new_reference()
         body = SpendRequest.from_arguments(tool=tool, units=units, reference=reference)
-        return self._build_request(self._config.spend_url, body), body.reference
+        call = CallInfo("spend", body.tool, body.units, body.reference, warn_on_failure)
+        return self._build_request(self._config.spend_url, body), call
 
     def _build_request(self, url: httpx.URL, body: CheckRequest | SpendRequest) -> httpx.Request:
         if self.is_closed:

@@ -37,7 +37,9 @@ if TYPE_CHECKING:
     import psycopg
 
     from ._deadline import Deadline
+    from ._events import Hooks
     from ._journal import ScopedJournal
+    from ._observer import CallInfo
     from ._types import VerifyTypes
 
 __all__ = ["AmaiClient"]
@@ -88,6 +90,12 @@ class AmaiClient(BaseClient[httpx.Client]):
             path to an SQLite file (missing directories are created), a
             `postgresql://` URL shared by a fleet (`pip install amaimedia[postgres]`),
             or a `SpendJournal` object. Off by default.
+        hooks: Callbacks told of each attempt, retry and charge (see `Hooks`).
+        tracer_provider: The OpenTelemetry tracer provider for the client's spans;
+            OpenTelemetry's global one by default (nothing is recorded when
+            `opentelemetry-api` is not installed).
+        meter_provider: The OpenTelemetry meter provider for the client's metrics;
+            the global one by default.
         dangerously_allow_browser: Allow running in a browser runtime (Pyodide), where
             the key would be visible to the page's visitors.
 
@@ -118,6 +126,9 @@ class AmaiClient(BaseClient[httpx.Client]):
         proxy: str | httpx.URL | None = None,
         trust_env: bool = True,
         spend_journal: JournalTarget | None = None,
+        hooks: Hooks | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
         dangerously_allow_browser: bool = False,
     ) -> None:
 
@@ -137,6 +148,9 @@ class AmaiClient(BaseClient[httpx.Client]):
                 http_client=http_client,
                 transport_options=TransportOptions(verify, proxy, trust_env),
                 spend_journal=spend_journal,
+                hooks=hooks,
+                tracer_provider=tracer_provider,
+                meter_provider=meter_provider,
             )
         except BaseException:
             # Error trackers show the locals of every frame of a traceback: neither the
@@ -182,8 +196,8 @@ class AmaiClient(BaseClient[httpx.Client]):
         """
         if not models_built():
             run_inline(build_models)
-        request = self._check_request(tool, units)
-        return self._send(request, self._parse_quote)
+        request, call = self._check_request(tool, units)
+        return self._send(request, self._parse_quote, call)
 
     def spend(
         self, tool: ToolName | str, units: Units = 1, *, reference: str | None = None
@@ -211,15 +225,31 @@ class AmaiClient(BaseClient[httpx.Client]):
             APIError: The server answered with another error.
             APIConnectionError: No usable answer, after the retries.
         """
+        return self._spend(tool, units, reference)
+
+    def _spend(
+        self,
+        tool: ToolName | str,
+        units: Units,
+        reference: str | None,
+        *,
+        warn_on_failure: bool = True,
+    ) -> Charge:
+        """`spend()`, with the choice of logging a warning when it fails for good.
+
+        A replay logs its own warning for a spend that failed: it passes
+        `warn_on_failure=False`, so that each failure is logged once.
+        """
         if not models_built():
             run_inline(build_models)
-        request, reference = self._spend_request(tool, units, reference)
+        request, call = self._spend_request(tool, units, reference, warn_on_failure)
+        assert call.reference is not None
         try:
-            return self._send(request, self._charge_parser(reference))
+            return self._send(request, self._charge_parser(call.reference), call)
         except AmaiError as exc:
             # Whatever went wrong, the caller can replay with this reference: without it,
             # a spend with a generated reference and an unclear outcome would be lost.
-            exc.reference = reference
+            exc.reference = call.reference
             raise
 
     def metered(
@@ -407,29 +437,58 @@ class AmaiClient(BaseClient[httpx.Client]):
             run_inline(journal.open)
         return journal
 
-    def _send(self, request: httpx.Request, parse: Callable[[httpx.Response], _T]) -> _T:
-        deadline = self._deadline()
+    def _send(
+        self, request: httpx.Request, parse: Callable[[httpx.Response], _T], call: CallInfo
+    ) -> _T:
+        result, _ = self._send_with_response(request, parse, call)
+        return result
 
-        def attempt() -> _T:
+    def _send_with_response(
+        self, request: httpx.Request, parse: Callable[[httpx.Response], _T], call: CallInfo
+    ) -> tuple[_T, httpx.Response]:
+        """Send `request`, retrying as the policy says; the result, and the answer it is of.
+
+        `parse` turns an answer into the result, or raises its error.
+        """
+        deadline = self._deadline()
+        # Hooks, logs and OpenTelemetry see the call through this, never the request's
+        # headers (see _observer.py).
+        watch = self._observer.call(call, request)
+
+        def attempt() -> tuple[_T, httpx.Response]:
             if deadline is not None:
                 deadline.start_attempt(request, self._config.timeout)
-            with self._in_flight.attempt(request, self._http):
-                response = self._attempt(request, deadline)
-            return parse(response)
+            started = watch.attempt_starting()
+            response = None
+            try:
+                with self._in_flight.attempt(request, self._http):
+                    response = self._attempt(request, deadline)
+                result = parse(response)
+            except Exception as exc:
+                watch.attempt_ended(started, response, exc)
+                raise
+            watch.attempt_ended(started, response, None)
+            return result, response
 
         try:
-            return attempt()
-        except AmaiError as exc:
-            if not self._retry_policy.retries(exc):
-                raise
-            first_failure = exc
-        return self._retry_policy.retry(
-            attempt,
-            first_failure,
-            sleep=self._sleep,
-            what=f"{request.method} {request.url.path}",
-            deadline=deadline,
-        )
+            try:
+                result = attempt()
+            except AmaiError as exc:
+                if not self._retry_policy.retries(exc):
+                    raise
+                result = self._retry_policy.retry(
+                    attempt,
+                    exc,
+                    sleep=self._sleep,
+                    what=f"{request.method} {request.url.path}",
+                    deadline=deadline,
+                    on_retry=watch.retrying,
+                )
+        except BaseException as exc:
+            watch.failed(exc)
+            raise
+        watch.succeeded(result[0])
+        return result
 
     def _attempt(self, request: httpx.Request, deadline: Deadline | None) -> httpx.Response:
         try:

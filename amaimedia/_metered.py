@@ -20,7 +20,6 @@ from ._meter import Meter
 from ._metered_base import (
     MeteredArguments,
     insufficient_quote,
-    log_charge,
     require_function,
     spend_failed,
 )
@@ -29,6 +28,7 @@ from ._offload import claim_inline, run_inline
 if TYPE_CHECKING:
     from ._client import AmaiClient
     from ._journal import JournalKeys, ScopedJournal
+    from ._observer import BlockWatch
 
 __all__ = ["MeteredBlock", "replay_journal"]
 
@@ -56,6 +56,7 @@ class MeteredBlock:
         self._journal = journal
         self._meter: Meter | None = None
         self._running = False
+        self._watch: BlockWatch | None = None
 
     def __repr__(self) -> str:
         arguments = self._arguments
@@ -69,14 +70,25 @@ class MeteredBlock:
         tool, units = self._arguments.tool, self._arguments.units
         reference = self._arguments.block_reference()
         journal = self._journal
-        if journal is not None and not journal.is_open:
-            # Before any work, and off the event loop: a journal that cannot be used
-            # fails here, and one whose file another process holds locked blocks no task.
-            run_inline(journal.open)
-        quote = self._client.check(tool, units)
+        # The block's span is current from here to the end of its spend: its check and
+        # spend are its children, and so is whatever the work traces.
+        watch = self._client._observer.block(tool, units, reference)  # noqa: SLF001
+        try:
+            if journal is not None and not journal.is_open:
+                # Before any work, and off the event loop: a journal that cannot be used
+                # fails here, and one whose file another process holds locked blocks no
+                # task.
+                run_inline(journal.open)
+            quote = self._client.check(tool, units)
+        except BaseException as exc:
+            watch.ended(None, exc)
+            raise
         if not quote.allowed:
-            raise insufficient_quote(tool, units, quote)
+            refusal = insufficient_quote(tool, units, quote)
+            watch.refused(refusal)
+            raise refusal
         self._meter = Meter(tool, units, reference, quote)
+        self._watch = watch
         self._running = True
         return self._meter
 
@@ -90,13 +102,19 @@ class MeteredBlock:
         if meter is None or not self._running:  # pragma: no cover - only after __enter__
             return
         self._running = False
+        watch, self._watch = self._watch, None
         if exc is not None:
             # The work failed: nothing is charged, and the exception goes on unchanged.
             meter.state = "failed"
-            return
-        if meter.state == "cancelled":
-            return
-        _charge(self._client, self._journal, meter)
+        elif meter.state != "cancelled":
+            try:
+                _charge(self._client, self._journal, meter)
+            except BaseException as failure:
+                if watch is not None:
+                    watch.ended(meter, failure)
+                raise
+        if watch is not None:
+            watch.ended(meter, exc)
 
     def __call__(self, function: Callable[_P, _R]) -> Callable[_P, _R]:
         """Meter every call of `function`, each as its own block with its own reference.
@@ -145,7 +163,6 @@ def _charge(client: AmaiClient, journal: ScopedJournal | None, meter: Meter) -> 
     meter.state = "charged"
     if owned is not None and journal is not None and written is not None:
         run_inline(journal.done, owned, charge, written.spend)
-    log_charge(meter, charge)
 
 
 def replay_journal(
@@ -190,7 +207,9 @@ def replay_journal(
                 report.refused.append(refusal)
                 continue
         try:
-            charge = client.spend(spend.tool, spend.units, reference=spend.reference)
+            charge = client._spend(  # noqa: SLF001 - the replay is the client's own
+                spend.tool, spend.units, spend.reference, warn_on_failure=False
+            )
         except (AmaiError, ValueError, TypeError) as exc:
             # ValueError, TypeError: what the row holds is no spend the API takes (units
             # that are not finite in a row adopted from 0.1, say). Nothing was sent; it is

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from ._exceptions import AmaiError, InsufficientCreditsError, SpendFailedError
-from ._logging import logger
 from ._meter import Meter
-from ._models import Charge, CheckRequest, Quote, SpendRequest
+from ._models import CheckRequest, Quote, SpendRequest
 from ._references import new_reference
 from ._types import Units
 
@@ -23,7 +22,6 @@ __all__ = [
     "MeteredArguments",
     "ReferenceArgument",
     "insufficient_quote",
-    "log_charge",
     "require_function",
     "spend_failed",
 ]
@@ -144,15 +142,4 @@ def spend_failed(meter: Meter, cause: AmaiError, *, journaled: bool) -> SpendFai
         reference=meter.reference,
         cause=cause,
         journaled=journaled,
-    )
-
-
-def log_charge(meter: Meter, charge: Charge) -> None:
-    """One DEBUG line per metered block that was charged."""
-    logger.debug(
-        "metered %s x%s charged %d tokens (reference=%s)",
-        meter.tool,
-        meter.units,
-        charge.charged,
-        meter.reference,
     )

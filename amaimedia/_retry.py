@@ -98,7 +98,12 @@ class RetryPolicy:
         exc = _failure(state)
         return exc is not None and self._retry_exception(exc)
 
-    def _options(self, what: str, deadline: Deadline | None) -> _TenacityOptions:
+    def _options(
+        self,
+        what: str,
+        deadline: Deadline | None,
+        on_retry: Callable[[BaseException, float], None] | None,
+    ) -> _TenacityOptions:
         import tenacity
 
         def wait(state: tenacity.RetryCallState) -> float:
@@ -121,6 +126,8 @@ class RetryPolicy:
                 self.max_retries + 1,
                 exc,
             )
+            if on_retry is not None and exc is not None:
+                on_retry(exc, seconds)
 
         return {
             "stop": tenacity.stop_after_attempt(self.max_retries + 1),
@@ -139,6 +146,7 @@ class RetryPolicy:
         sleep: Callable[[float], None],
         what: str,
         deadline: Deadline | None = None,
+        on_retry: Callable[[BaseException, float], None] | None = None,
     ) -> _T:
         """Retry a sync request whose first attempt failed with `first_failure`.
 
@@ -149,6 +157,8 @@ class RetryPolicy:
             what: Names the request in log lines (`POST /api/v1/tools/check`).
             deadline: The call's `total_timeout`, if it has one: a wait that would
                 end past it raises `APITimeoutError` instead of starting.
+            on_retry: Told of each failed attempt, and the wait before the next one,
+                before the wait.
 
         Returns:
             The result of the first attempt that succeeds.
@@ -158,7 +168,7 @@ class RetryPolicy:
         """
         import tenacity
 
-        retrying = tenacity.Retrying(sleep=sleep, **self._options(what, deadline))
+        retrying = tenacity.Retrying(sleep=sleep, **self._options(what, deadline, on_retry))
         return retrying(_after(first_failure, attempt))
 
     async def async_retry(
@@ -169,6 +179,7 @@ class RetryPolicy:
         sleep: Callable[[float], Awaitable[None]],
         what: str,
         deadline: Deadline | None = None,
+        on_retry: Callable[[BaseException, float], None] | None = None,
     ) -> _T:
         """`retry` for an async request; `attempt` and `sleep` are awaited."""
         import tenacity
@@ -178,7 +189,7 @@ class RetryPolicy:
         async def attempts() -> _T:
             return await following()
 
-        retrying = tenacity.AsyncRetrying(sleep=sleep, **self._options(what, deadline))
+        retrying = tenacity.AsyncRetrying(sleep=sleep, **self._options(what, deadline, on_retry))
         return await retrying(attempts)
 
 

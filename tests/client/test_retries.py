@@ -518,7 +518,11 @@ def test_separate_spends_get_separate_references(harness: Harness, api: respx.Ro
 
 
 def retry_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "amaimedia" and r.levelno == logging.INFO]
+    return [
+        r
+        for r in caplog.records
+        if r.name == "amaimedia" and r.levelno == logging.INFO and r.msg.startswith("Retrying")
+    ]
 
 
 def test_each_retry_is_logged(
