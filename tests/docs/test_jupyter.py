@@ -522,7 +522,9 @@ def test_the_notebook_runs_without_errors_or_warnings(executed: dict[str, Any]) 
     for cell_id, outputs in executed.items():
         kinds = {output.output_type for output in outputs}
         assert "error" not in kinds, cell_id
-        stderr = "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stderr")
+        stderr = "".join(
+            o.text for o in outputs if o.output_type == "stream" and o.name == "stderr"
+        )
         if cell_id == "insufficient":
             # The spend it shows failing is logged, once, as the SDK logs every spend that
             # failed for good (Python prints a warning nobody handles to stderr).
