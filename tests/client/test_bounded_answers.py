@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -264,3 +265,52 @@ def test_the_client_asks_only_for_the_codings_it_decodes(
     client = harness.client(http_client=http)
     harness.run(client.check("chat"))
     assert api.calls[0].request.headers["accept-encoding"] == "gzip, deflate"
+
+
+# --- the body's time ---------------------------------------------------------------------
+
+
+class LatePieces(Pieces):
+    """A body whose pieces are handed over `late` seconds apart, the first one included.
+
+    The wait is a blocking sleep for both clients: it stands for a machine that stalls
+    between reading an answer's headers and its body (a loaded CI runner), not for a
+    server that is slow to send.
+    """
+
+    def __init__(self, pieces: list[bytes], late: float) -> None:
+        super().__init__(pieces)
+        self.late = late
+
+    def __iter__(self) -> Iterator[bytes]:
+        for piece in self.pieces:
+            time.sleep(self.late)
+            self.read += 1
+            yield piece
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self.pieces:
+            time.sleep(self.late)
+            self.read += 1
+            yield piece
+
+
+def test_a_body_whose_first_piece_is_read_late_is_not_late(harness: Harness) -> None:
+    # The whole body in its first piece: it came with the headers, within their wait,
+    # however late the machine got round to reading it.
+    body = LatePieces([QUOTE_BYTES], late=0.3)
+    client = streaming_client(harness, 200, {}, body, timeout=0.1)
+
+    assert harness.run(client.check("chat")).cost_tokens == QUOTE["cost_tokens"]
+
+
+def test_a_piece_after_the_first_one_past_the_read_timeout_ends_the_attempt(
+    harness: Harness,
+) -> None:
+    half = len(QUOTE_BYTES) // 2
+    body = LatePieces([QUOTE_BYTES[:half], QUOTE_BYTES[half:]], late=0.3)
+    client = streaming_client(harness, 200, {}, body, timeout=0.1)
+
+    with pytest.raises(APIConnectionError, match=r"did not arrive whole within 0\.1 s"):
+        harness.run(client.check("chat"))
+    assert body.read == 2
