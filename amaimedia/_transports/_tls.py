@@ -43,9 +43,20 @@ class TLSSettings:
         cafile: A CA bundle to trust instead of certifi's.
         capath: A directory of CA certificates to trust instead of certifi's.
         source: What chose the certificates, for error messages (`SSL_CERT_FILE`).
+        keylog: Whether a context the SDK builds keeps the `SSLKEYLOGFILE` that Python's
+            `ssl` module reads from the environment: only with `trust_env`.
     """
 
-    __slots__ = ("_built", "_lock", "cafile", "capath", "context", "source", "verify")
+    __slots__ = (
+        "_built",
+        "_lock",
+        "cafile",
+        "capath",
+        "context",
+        "keylog",
+        "source",
+        "verify",
+    )
 
     def __init__(
         self,
@@ -55,8 +66,10 @@ class TLSSettings:
         cafile: str | None = None,
         capath: str | None = None,
         source: str = "certifi",
+        keylog: bool = True,
     ) -> None:
         self.context = context
+        self.keylog = keylog
         self.verify = verify
         self.cafile = cafile
         self.capath = capath
@@ -84,14 +97,14 @@ class TLSSettings:
                     "verify=False: TLS certificates are not checked, so anyone on the "
                     "network path can read the API key; use it only against a test server"
                 )
-                return cls(verify=False, source="verify=False")
+                return cls(verify=False, source="verify=False", keylog=trust_env)
             if trust_env and os.environ.get("SSL_CERT_FILE"):
                 return cls._from_path(os.environ["SSL_CERT_FILE"], "SSL_CERT_FILE", dir_ok=False)
             if trust_env and os.environ.get("SSL_CERT_DIR"):
                 return cls._from_path(os.environ["SSL_CERT_DIR"], "SSL_CERT_DIR", file_ok=False)
-            return cls()
+            return cls(keylog=trust_env)
         if isinstance(verify, str | os.PathLike):
-            return cls._from_path(os.fspath(verify), "verify")
+            return cls._from_path(os.fspath(verify), "verify", keylog=trust_env)
         raise TypeError(
             "verify must be True, False, a CA file or directory, or an ssl.SSLContext; "
             f"got {type(verify).__name__}"
@@ -99,13 +112,19 @@ class TLSSettings:
 
     @classmethod
     def _from_path(
-        cls, path: str, source: str, *, file_ok: bool = True, dir_ok: bool = True
+        cls,
+        path: str,
+        source: str,
+        *,
+        file_ok: bool = True,
+        dir_ok: bool = True,
+        keylog: bool = True,
     ) -> TLSSettings:
         expanded = os.path.expanduser(path)
         if file_ok and os.path.isfile(expanded):
-            return cls(cafile=expanded, source=f"{source} ({path})")
+            return cls(cafile=expanded, source=f"{source} ({path})", keylog=keylog)
         if dir_ok and os.path.isdir(expanded):
-            return cls(capath=expanded, source=f"{source} ({path})")
+            return cls(capath=expanded, source=f"{source} ({path})", keylog=keylog)
         kind = "file" if not dir_ok else "directory" if not file_ok else "file or directory"
         raise ValueError(f"{source} names no CA {kind}: {path!r} does not exist")
 
@@ -120,7 +139,9 @@ class TLSSettings:
                 # Keyed on the file's change time too: a CA bundle rotated on disk is read
                 # afresh by the next client, as httpx reads it for each of its own.
                 changed = _changed(self.cafile or self.capath)
-                self._built = _context(self.verify, self.cafile, self.capath, self.source, changed)
+                self._built = _context(
+                    self.verify, self.cafile, self.capath, self.source, changed, self.keylog
+                )
             return self._built
 
     @property
@@ -156,9 +177,23 @@ def _changed(path: str | None) -> int:
 
 @functools.lru_cache(maxsize=16)
 def _context(
-    verify: bool, cafile: str | None, capath: str | None, source: str, changed: int
+    verify: bool, cafile: str | None, capath: str | None, source: str, changed: int, keylog: bool
 ) -> ssl.SSLContext:
-    """A context for these certificates (as of `changed`), loaded once, shared by every pool."""
+    """A context for these certificates (as of `changed`), loaded once, shared by every pool.
+
+    Without `keylog`, it writes no TLS secrets to `SSLKEYLOGFILE`: Python's `ssl` module
+    reads that variable whatever the caller's `trust_env`, and a file of session secrets
+    decrypts a capture of the traffic, the key in it.
+    """
+    context = _loaded_context(verify, cafile, capath, source)
+    if not keylog and getattr(context, "keylog_filename", None) is not None:
+        context.keylog_filename = None  # type: ignore[assignment]
+    return context
+
+
+def _loaded_context(
+    verify: bool, cafile: str | None, capath: str | None, source: str
+) -> ssl.SSLContext:
     if not verify:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False

@@ -26,6 +26,7 @@ import ssl
 import sys
 import traceback
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -852,3 +853,50 @@ def test_a_plain_http_url_never_has_a_proxy(environment: dict[str, str], url: ht
     assert ProxyRoutes.explicit("http://proxy.test:3128").proxy_for(https) == httpx.URL(
         "http://proxy.test:3128"
     )
+
+
+# --- 4. TLS secrets ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_cached_contexts() -> Iterator[None]:
+    """No certificate context cached before the test, nor kept after it.
+
+    Python's ssl module reads `SSLKEYLOGFILE` when a context is made: one cached before the
+    test set it would write nowhere, and one made during the test must not write to its
+    file from a later test's pool.
+    """
+    from amaimedia._transports import _tls
+
+    _tls._context.cache_clear()
+    yield
+    _tls._context.cache_clear()
+
+
+@pytest.mark.usefixtures("no_cached_contexts")
+@pytest.mark.parametrize("trust_env", [False, True], ids=["trust_env=False", "trust_env=True"])
+def test_tls_secrets_reach_sslkeylogfile_only_with_trust_env(
+    sender: Sender,
+    fake: FakeAmaiServer,
+    key: str,
+    private_ca: PrivateCA,
+    front: TLSFront,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    trust_env: bool,
+) -> None:
+    # Set once the front's own context exists, so that only the client's could write.
+    keylog = tmp_path / "tls-secrets.log"
+    monkeypatch.setenv("SSLKEYLOGFILE", str(keylog))
+    client = sender.client(key, front.url, trust_env=trust_env, verify=str(private_ca.pem))
+
+    sender.run(client.check("chat"))
+
+    # Python writes a comment line when it opens the file: the secrets are the other lines.
+    written = keylog.read_text() if keylog.exists() else ""
+    secrets = [line for line in written.splitlines() if not line.startswith("#")]
+    if trust_env:
+        # As Python's ssl module does for any context made with create_default_context().
+        assert any(line.startswith("CLIENT_TRAFFIC_SECRET_0 ") for line in secrets), written
+    else:
+        assert secrets == []
