@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from typing import Final, NoReturn, get_args
+from typing import Any, Final, NoReturn, get_args
 
 from amaimedia import ToolName, __version__
 from amaimedia._constants import (
@@ -38,6 +38,13 @@ class _Parser(argparse.ArgumentParser):
     stderr, to a terminal, a CI log or a recording. Its commands' parsers are of this
     class too (argparse makes them of their parent's).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No abbreviations: `--api-key`, which is no option, would otherwise mean
+        # `--api-key-stdin` and wait for a key on stdin, and a later option sharing a
+        # prefix would change what an old script's flag means.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         """Print the usage and the error, without the key, and exit with status 2."""

@@ -218,3 +218,13 @@ def test_a_usage_error_without_a_key_is_unchanged(served: Served) -> None:
     assert run.code == ExitCode.USAGE
     assert "argument --units: not a number: 'lots'" in run.err
     assert REDACTED not in run.err
+
+
+@pytest.mark.parametrize("prefix", ["--api-key", "--api-key-std", "--ref"])
+def test_an_option_is_never_a_prefix_of_another(served: Served, prefix: str) -> None:
+    # argparse's abbreviations made `--api-key` mean `--api-key-stdin`: the command then
+    # waited for a key on stdin instead of saying that the option does not exist.
+    run = served.run("spend", "chat", prefix)
+    assert run.code == ExitCode.USAGE
+    assert f"unrecognized arguments: {prefix}" in run.err
+    assert served.fake.spends == []
