@@ -263,6 +263,9 @@ class CallWatch:
             )
         call = self._call
         if call.operation == "spend" and call.warn_on_failure and isinstance(error, AmaiError):
+            # A formatter writes the fields as they are (`%(request_id)s`): the server's
+            # request id is escaped, as in the charge line, so that it forges no log line.
+            request_id: str | None = getattr(error, "request_id", None)
             logger.warning(
                 "spend of %s x%s failed (reference=%s): %s",
                 call.tool,
@@ -275,7 +278,7 @@ class CallWatch:
                     "reference": call.reference,
                     "error_type": error_type(error),
                     "status_code": getattr(error, "status_code", None),
-                    "request_id": getattr(error, "request_id", None),
+                    "request_id": None if request_id is None else printable(request_id),
                 },
             )
 

@@ -275,6 +275,25 @@ def test_a_metered_block_whose_work_failed_warns_of_nothing(
     assert caplog.records == []
 
 
+def test_a_request_id_from_the_server_is_escaped_in_the_warning(
+    harness: Harness, api: respx.Router, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The fields are what a formatter writes (`%(request_id)s`, a JSON line), so they are
+    # escaped like the charge line's: a newline from the server must not forge a line.
+    sneaky = "req-1\n[WARNING amaimedia] forged"
+    queue(api["spend"], error(402, "insufficient_credits", headers={"x-request-id": sneaky}))
+    client = harness.client(api)
+
+    at_info = caplog.at_level(logging.INFO, logger="amaimedia")
+    with at_info, pytest.raises(InsufficientCreditsError) as caught:
+        harness.run(client.spend("chat", reference="job-1"))
+
+    [record] = failure_lines(caplog)
+    assert "\n" not in record.getMessage()
+    assert record.request_id == "req-1\\n[WARNING amaimedia] forged"  # type: ignore[attr-defined]
+    assert caught.value.request_id == sneaky  # the error keeps what the server sent
+
+
 def test_a_replay_logs_its_own_warning_and_one_charge_line(
     harness: Harness, api: respx.Router, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
