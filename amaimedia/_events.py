@@ -16,6 +16,7 @@ and never a charge.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
@@ -133,13 +134,17 @@ class Hooks:
     """Callbacks a client calls as its requests go: pass as `AmaiClient(hooks=Hooks(...))`.
 
     Each is called with one event, synchronously; keep it quick (an async client runs it
-    on its event loop). One that raises is logged as a warning and ignored.
+    on its event loop), and make it a plain function, not an `async def` one. One that
+    raises is logged as a warning and ignored.
 
     Attributes:
         on_request: Before each attempt is sent.
         on_response: When an attempt ended, answered or not.
         on_retry: Before the client waits to retry a failed attempt.
         on_charge: Once a spend went through.
+
+    Raises:
+        TypeError: A hook is not callable, or is a coroutine function.
     """
 
     on_request: Callable[[RequestEvent], object] | None = None
@@ -152,3 +157,10 @@ class Hooks:
             hook = getattr(self, name)
             if hook is not None and not callable(hook):
                 raise TypeError(f"Hooks({name}=...) must be callable, got {type(hook).__name__}")
+            # Called without being awaited, an `async def` hook would never run: only a
+            # RuntimeWarning, at garbage collection, would tell.
+            if inspect.iscoroutinefunction(hook):
+                raise TypeError(
+                    f"Hooks({name}=...) must be a plain function, called synchronously; "
+                    "got a coroutine function, whose body would never run"
+                )

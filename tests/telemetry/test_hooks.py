@@ -569,3 +569,12 @@ def test_with_options_gives_a_copy_other_hooks(harness: Harness, api: respx.Rout
 
     assert first.seen == []
     assert second.names == ["on_request", "on_response", "on_charge"]
+
+
+@pytest.mark.parametrize("name", HOOK_NAMES)
+def test_an_async_hook_is_refused_since_it_would_never_run(name: str) -> None:
+    async def hook(event: Event) -> None:  # pragma: no cover - never called
+        pass
+
+    with pytest.raises(TypeError, match=rf"^Hooks\({name}=\.\.\.\) must be a plain function"):
+        Hooks(**{name: hook})
