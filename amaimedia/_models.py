@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     PlainValidator,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
@@ -168,14 +169,58 @@ class _Response(BaseModel):
         return html_table(type(self).__name__, self)
 
 
-class Quote(_Response):
+class _Answer(_Response):
+    """An answer of the API to a call that succeeded, and the request id it came with."""
+
+    # Metadata of the HTTP answer, not of the result: a private attribute, so that it is
+    # in no dump, JSON or schema, and __eq__ below leaves it out of equality.
+    _request_id: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _request_id_from_context(self, info: ValidationInfo) -> Any:
+        if info.context:
+            self._request_id = info.context.get("request_id")
+        return self
+
+    @property
+    def request_id(self) -> str | None:
+        """The `cf-ray` or `x-request-id` header of the answer, as errors carry it.
+
+        `None` for a model built by hand, or an answer without either header.
+        """
+        return self._request_id
+
+    def __eq__(self, other: object) -> bool:
+        # pydantic's __eq__ compares private attributes too: the same charge read from two
+        # answers (a replayed reference) must be equal whatever its request id.
+        if not isinstance(other, BaseModel):
+            return NotImplemented
+        return (
+            type(self) is type(other)
+            and self.__dict__ == other.__dict__
+            and self.__pydantic_extra__ == other.__pydantic_extra__
+        )
+
+    # Defining __eq__ would otherwise leave the frozen models unhashable; pydantic's
+    # hash, of the fields alone, is what equality needs.
+    __hash__ = _Response.__hash__
+
+
+class Quote(_Answer):
     """The answer of `check`: what the work would cost, and whether the balance covers it.
+
+    `request_id` is the answer's `cf-ray` or `x-request-id` header, for a support
+    ticket: a read-only property, not a field. It is left out of equality, hashing,
+    `model_dump()`, `model_dump_json()` and the JSON schema, so comparisons and
+    serialized answers do not change with it; `model_copy()` and pickling keep it, and a
+    model built by hand has `None`.
 
     Attributes:
         ok: `True` for every answer the API gives without an error.
         allowed: Whether the balance covers the cost.
         cost_tokens: What the work would cost, in tokens.
         balance_after: The balance left after paying that cost, in tokens.
+        request_id: The answer's request id (see above), or `None`.
     """
 
     ok: bool
@@ -184,8 +229,13 @@ class Quote(_Response):
     balance_after: int
 
 
-class Charge(_Response):
+class Charge(_Answer):
     """The answer of `spend`: what was charged.
+
+    `request_id` is the answer's `cf-ray` or `x-request-id` header, for a support
+    ticket: a read-only property, not a field, kept out of equality, hashing,
+    `model_dump()`, `model_dump_json()` and the JSON schema; `model_copy()` and pickling
+    keep it, and a model built by hand has `None`.
 
     Attributes:
         ok: `True` for every answer the API gives without an error.
@@ -193,6 +243,7 @@ class Charge(_Response):
         balance_after: The balance after the charge, in tokens.
         reference: The idempotency key that was sent. The server does not echo it; the
             SDK fills it in so that it can be logged and replayed.
+        request_id: The answer's request id (see above), or `None`.
     """
 
     ok: bool

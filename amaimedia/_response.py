@@ -205,12 +205,16 @@ def parse_response(
 ) -> _T:
     """Turn a 2xx answer into `model`, and any other answer into its exception.
 
+    A `Quote` or `Charge` gets the answer's request id (`request_id_of()`).
+
     Raises:
         APIError: The status is not 2xx, or a 2xx body says `"ok": false`.
         APIResponseValidationError: A 2xx body is not the documented shape.
     """
     if not response.is_success:
         raise error_from_response(response)
+    # The request id goes in through the context, which Quote and Charge read it from.
+    context = {**(context or {}), "request_id": request_id_of(response)}
     try:
         result = model.model_validate_json(response.content, context=context)
     except ValidationError as exc:
