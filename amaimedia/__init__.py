@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from ._meter import Meter, MeterState
     from ._metered import MeteredBlock
     from ._models import Charge, CheckRequest, ErrorBody, Quote, SpendRequest
+    from ._raw_response import RawResponse
     from ._transports._aiohttp import AiohttpTransport
     from ._types import NOT_GIVEN, ErrorCode, NotGiven, TimeoutTypes, ToolName, Units
 
@@ -73,6 +74,7 @@ __all__ = [
     "PostgresSpendJournal",
     "Quote",
     "RateLimitError",
+    "RawResponse",
     "RefusedSpend",
     "ReplayReport",
     "RequestEvent",
@@ -125,6 +127,7 @@ _SDK = {
     **dict.fromkeys(["Meter", "MeterState"], "._meter"),
     "MeteredBlock": "._metered",
     **dict.fromkeys(["Charge", "CheckRequest", "ErrorBody", "Quote", "SpendRequest"], "._models"),
+    "RawResponse": "._raw_response",
     **dict.fromkeys(
         ["NOT_GIVEN", "ErrorCode", "NotGiven", "TimeoutTypes", "ToolName", "Units"], "._types"
     ),

@@ -25,6 +25,7 @@ from ._logging import configure_from_env
 from ._metered_base import ReferenceArgument
 from ._models import Charge, Quote, SpendRequest, build_models, models_built
 from ._offload import run_in_thread
+from ._raw_response import RawResponse
 from ._references import new_reference
 from ._response import (
     connection_error,
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from ._observer import CallInfo
     from ._types import VerifyTypes
 
-__all__ = ["AsyncAmaiClient"]
+__all__ = ["AsyncAmaiClient", "AsyncRawResponseClient"]
 
 _T = TypeVar("_T")
 _SelfT = TypeVar("_SelfT", bound="AsyncAmaiClient")
@@ -235,6 +236,33 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         """
         return await self._spend(tool, units, reference)
 
+    @property
+    def with_raw_response(self) -> AsyncRawResponseClient:
+        """`check` and `spend` that return the HTTP answer too, for its headers.
+
+        ```python
+        raw = await aclient.with_raw_response.spend("dub", 3, reference="job-42")
+        print(raw.status_code, raw.request_id, raw.headers.get("x-ratelimit-remaining"))
+        charge = raw.parse()
+        ```
+
+        They send, retry and raise exactly as `check()` and `spend()` do.
+        """
+        return AsyncRawResponseClient(self._raw_check, self._raw_spend)
+
+    async def _raw_check(self, tool: ToolName | str, units: Units) -> RawResponse[Quote]:
+        if not models_built():
+            await run_in_thread(build_models)
+        request, call = self._check_request(tool, units)
+        quote, response = await self._send_with_response(request, self._parse_quote, call)
+        return RawResponse(response, quote)
+
+    async def _raw_spend(
+        self, tool: ToolName | str, units: Units, reference: str | None
+    ) -> RawResponse[Charge]:
+        charge, response = await self._spend_with_response(tool, units, reference)
+        return RawResponse(response, charge)
+
     async def _spend(
         self,
         tool: ToolName | str,
@@ -248,12 +276,24 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         A replay logs its own warning for a spend that failed: it passes
         `warn_on_failure=False`, so that each failure is logged once.
         """
+        charge, _ = await self._spend_with_response(tool, units, reference, warn_on_failure)
+        return charge
+
+    async def _spend_with_response(
+        self,
+        tool: ToolName | str,
+        units: Units,
+        reference: str | None,
+        warn_on_failure: bool = True,
+    ) -> tuple[Charge, httpx.Response]:
+        """`_spend()`, and the answer the charge is of (for `with_raw_response`)."""
         if not models_built():
             await run_in_thread(build_models)
         request, call = self._spend_request(tool, units, reference, warn_on_failure)
         assert call.reference is not None
+        parse = self._charge_parser(call.reference)
         try:
-            return await self._send(request, self._charge_parser(call.reference), call)
+            return await self._send_with_response(request, parse, call)
         except AmaiError as exc:
             # Whatever went wrong, the caller can replay with this reference: without it,
             # a spend with a generated reference and an unclear outcome would be lost.
@@ -548,3 +588,65 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         traceback: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+class AsyncRawResponseClient:
+    """`check` and `spend` of an `AsyncAmaiClient`, returning a `RawResponse`.
+
+    Got from `aclient.with_raw_response`; each method sends, retries and raises exactly
+    as the client's own, and returns the HTTP answer with the model parsed from it.
+    """
+
+    __slots__ = ("_check", "_spend")
+
+    def __init__(
+        self,
+        check: Callable[[ToolName | str, Units], Awaitable[RawResponse[Quote]]],
+        spend: Callable[[ToolName | str, Units, str | None], Awaitable[RawResponse[Charge]]],
+    ) -> None:
+        """Wrap the client's own sending of each call (its bound methods)."""
+        self._check = check
+        self._spend = spend
+
+    async def check(self, tool: ToolName | str, units: Units = 1) -> RawResponse[Quote]:
+        """`AsyncAmaiClient.check()`, returning the answer too.
+
+        Args:
+            tool: The tool, such as `"chat"` or `"dub"`.
+            units: The amount of work, a positive number (a dub unit is one minute).
+
+        Returns:
+            The answer, whose `parse()` is the `Quote`.
+
+        Raises:
+            ValueError: `tool` or `units` is impossible; nothing was sent.
+            TypeError: `tool` or `units` has the wrong type; nothing was sent.
+            APIError: The server answered with an error (a subclass tells which).
+            APIConnectionError: No usable answer, after the retries.
+        """
+        return await self._check(tool, units)
+
+    async def spend(
+        self, tool: ToolName | str, units: Units = 1, *, reference: str | None = None
+    ) -> RawResponse[Charge]:
+        """`AsyncAmaiClient.spend()`, returning the answer too.
+
+        Idempotent by `reference` as `spend()` is: the reference is fixed before the first
+        attempt and reused by every retry, and every `AmaiError` raised here carries it.
+
+        Args:
+            tool: The tool that did the work.
+            units: The amount of work done, a positive number.
+            reference: Your idempotency key, such as a job id; generated when left out.
+
+        Returns:
+            The answer, whose `parse()` is the `Charge`, with the `reference` sent.
+
+        Raises:
+            ValueError: An argument is impossible; nothing was sent.
+            TypeError: An argument has the wrong type; nothing was sent.
+            InsufficientCreditsError: The balance does not cover the cost.
+            APIError: The server answered with another error.
+            APIConnectionError: No usable answer, after the retries.
+        """
+        return await self._spend(tool, units, reference)

@@ -35,6 +35,8 @@ RULES = [
         "from typing import TYPE_CHECKING, Any, TypeVar",
     ),
     ("Callable[[float], Awaitable[None]]", "Callable[[float], None]"),
+    ("Awaitable[RawResponse[Charge]]", "RawResponse[Charge]"),
+    ("Awaitable[RawResponse[Quote]]", "RawResponse[Quote]"),
     ("import asyncio\n", "import time\n"),
     ("Callable[_P, Awaitable[_R]]", "Callable[_P, _R]"),
     (
@@ -49,6 +51,7 @@ RULES = [
     ("is_async=True", "is_async=False"),
     ("coroutine functions", "plain functions"),
     ("async context manager", "context manager"),
+    ("AsyncRawResponseClient", "RawResponseClient"),
     ("AsyncMeteredBlock", "MeteredBlock"),
     ("new_async_transport", "new_transport"),
     ("areplay_journal", "replay_journal"),

@@ -31,6 +31,7 @@ from amaimedia import (
     PostgresSpendJournal,
     Quote,
     RateLimitError,
+    RawResponse,
     RefusedSpend,
     ReplayReport,
     SpendFailedError,
@@ -79,6 +80,29 @@ def sync_usage() -> None:
             assert_type(exc.retry_after, float | None)
         except AmaiError as exc:
             assert_type(exc.message, str)
+
+
+def answer_metadata_usage(client: AmaiClient) -> None:
+    assert_type(client.check("chat").request_id, str | None)
+    assert_type(client.spend("chat", reference="job-1").request_id, str | None)
+    raw = client.with_raw_response.check("chat")
+    assert_type(raw, RawResponse[Quote])
+    assert_type(raw.parse(), Quote)
+    assert_type(raw.headers, httpx.Headers)
+    assert_type(raw.status_code, int)
+    assert_type(raw.request_id, str | None)
+    assert_type(raw.http_response, httpx.Response)
+    spent = client.with_raw_response.spend("dub", 3, reference="job-42")
+    assert_type(spent, RawResponse[Charge])
+    assert_type(spent.parse().reference, str)
+    client.with_raw_response.spend("dub", 3, "job-42")  # type: ignore[call-arg]
+
+
+async def async_answer_metadata_usage(aclient: AsyncAmaiClient) -> None:
+    raw = await aclient.with_raw_response.check("chat", 2.5)
+    assert_type(raw, RawResponse[Quote])
+    assert_type(raw.parse(), Quote)
+    assert_type(await aclient.with_raw_response.spend("chat"), RawResponse[Charge])
 
 
 def metered_usage(client: AmaiClient) -> None:
