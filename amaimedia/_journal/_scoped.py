@@ -285,7 +285,8 @@ class ScopedJournal:
         keys: What the client's key gives the journal: its scope and its rows' codes.
     """
 
-    __slots__ = ("_keys", "_opening", "_scope", "_warned")
+    # __weakref__: OpenTelemetry's journal gauge holds a client's journal only while it lives.
+    __slots__ = ("__weakref__", "_keys", "_opening", "_scope", "_warned")
 
     def __init__(self, opening: JournalOpening, keys: JournalKeys) -> None:
         self._opening = opening
