@@ -95,6 +95,11 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             `postgresql://` URL shared by a fleet (`pip install amaimedia[postgres]`),
             or a `SpendJournal` object. Off by default.
         hooks: Callbacks told of each attempt, retry and charge (see `Hooks`).
+        admission: Whether a metered block reserves its quoted cost until its spend
+            settles, and is refused (`InsufficientCreditsError`, before the work) when
+            the balance is committed to the blocks already in flight; on by default.
+            `False` admits every block its quote allows: with many blocks at once, work
+            is then done that the balance cannot pay for.
         tracer_provider: The OpenTelemetry tracer provider for the client's spans;
             OpenTelemetry's global one by default (nothing is recorded when
             `opentelemetry-api` is not installed).
@@ -135,6 +140,7 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         hooks: Hooks | None = None,
         tracer_provider: Any = None,
         meter_provider: Any = None,
+        admission: bool = True,
         dangerously_allow_browser: bool = False,
     ) -> None:
         from ._transports import resolve_async_transport  # async only
@@ -159,6 +165,7 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
                 hooks=hooks,
                 tracer_provider=tracer_provider,
                 meter_provider=meter_provider,
+                admission=admission,
             )
         except BaseException:
             # Error trackers show the locals of every frame of a traceback: neither the

@@ -8,11 +8,12 @@ journal's rules in `_journal/_scoped.py`.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
-from ._exceptions import AmaiError
+from ._exceptions import AmaiError, InsufficientCreditsError
 from ._journal._replay import ReplayReport, ReplayRules
 from ._meter import Meter
 from ._metered_base import (
@@ -24,9 +25,12 @@ from ._metered_base import (
 from ._offload import claim_in_thread, run_in_thread, run_shielded
 
 if TYPE_CHECKING:
+    from ._admission import Admission, Reservation
     from ._async_client import AsyncAmaiClient
     from ._journal import JournalKeys, ScopedJournal
+    from ._models import Quote
     from ._observer import BlockWatch
+    from ._types import Units
 
 __all__ = ["AsyncMeteredBlock", "areplay_journal"]
 
@@ -55,6 +59,7 @@ class AsyncMeteredBlock:
         self._meter: Meter | None = None
         self._running = False
         self._watch: BlockWatch | None = None
+        self._reservation: Reservation | None = None
 
     def __repr__(self) -> str:
         arguments = self._arguments
@@ -77,18 +82,30 @@ class AsyncMeteredBlock:
                 # fails here, and one whose file another process holds locked blocks no
                 # task.
                 await run_in_thread(journal.open)
+            asked = time.monotonic()
             quote = await self._client.check(tool, units)
+            if not quote.allowed:
+                raise insufficient_quote(tool, units, quote)
+            # The quote knows nothing of the blocks already running: the book does.
+            admission = self._client._admission  # noqa: SLF001 - the client's own block
+            reservation = (
+                None
+                if admission is None
+                else await _admit(admission, tool, units, quote, time.monotonic() - asked)
+            )
+        except InsufficientCreditsError as refusal:
+            watch.refused(refusal)
+            raise
         except BaseException as exc:
             watch.ended(None, exc)
             raise
-        if not quote.allowed:
-            refusal = insufficient_quote(tool, units, quote)
-            watch.refused(refusal)
-            raise refusal
-        self._meter = Meter(tool, units, reference, quote)
+        self._meter = meter = Meter(tool, units, reference, quote)
+        if reservation is not None:
+            self._reservation = reservation
+            meter._on_cancel = reservation.release  # noqa: SLF001 - the block's own meter
         self._watch = watch
         self._running = True
-        return self._meter
+        return meter
 
     async def __aexit__(
         self,
@@ -101,16 +118,24 @@ class AsyncMeteredBlock:
             return
         self._running = False
         watch, self._watch = self._watch, None
-        if exc is not None:
-            # The work failed: nothing is charged, and the exception goes on unchanged.
-            meter.state = "failed"
-        elif meter.state != "cancelled":
-            try:
-                await _charge(self._client, self._journal, meter)
-            except BaseException as failure:
-                if watch is not None:
-                    watch.ended(meter, failure)
-                raise
+        reservation, self._reservation = self._reservation, None
+        meter._on_cancel = None  # noqa: SLF001 - the block's own meter
+        try:
+            if exc is not None:
+                # The work failed: nothing is charged, and the exception goes on unchanged.
+                meter.state = "failed"
+            elif meter.state != "cancelled":
+                try:
+                    await _charge(self._client, self._journal, meter)
+                except BaseException as failure:
+                    if watch is not None:
+                        watch.ended(meter, failure)
+                    raise
+        finally:
+            # Settled, one way or the other: the reservation ends (after a charge, the
+            # book counts it until the quotes on their way have seen it).
+            if reservation is not None:
+                reservation.release(None if meter.charge is None else meter.charge.charged)
         if watch is not None:
             watch.ended(meter, exc)
 
@@ -132,6 +157,21 @@ class AsyncMeteredBlock:
                 return await function(*args, **kwargs)
 
         return metered_call
+
+
+async def _admit(
+    admission: Admission, tool: str, units: Units, quote: Quote, quote_seconds: float
+) -> Reservation:
+    """Reserve the block's cost, or raise `InsufficientCreditsError`; see `_admission.py`."""
+    if not admission.is_shared:
+        return admission.admit(tool, units, quote, quote_seconds)
+    # The journal's book is in its database: off the event loop, and a task cancelled
+    # meanwhile gives back what the thread reserved for it.
+    return await claim_in_thread(admission.admit, _give_back, tool, units, quote, quote_seconds)
+
+
+def _give_back(reservation: Reservation) -> None:
+    reservation.release(None)
 
 
 async def _charge(client: AsyncAmaiClient, journal: ScopedJournal | None, meter: Meter) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import httpx
 
+from ._admission import Admission, process_scope
 from ._config import (
     ClientConfig,
     TransportOptions,
@@ -64,6 +65,8 @@ class BaseClient(Generic[_HttpT]):
     _journal_opening: JournalOpening | None
     _journal: ScopedJournal | None
     _observer: Observer
+    _admission: Admission | None
+    _admits: bool
     # Whether a client built inside a running event loop opens its journal on first use,
     # in a worker thread, rather than in its constructor (the async client).
     _opens_journal_lazily: ClassVar[bool] = False
@@ -78,7 +81,11 @@ class BaseClient(Generic[_HttpT]):
         hooks: Hooks | None = None,
         tracer_provider: Any = None,
         meter_provider: Any = None,
+        admission: bool = True,
     ) -> None:
+        if not isinstance(admission, bool):
+            raise TypeError(f"admission must be True or False, got {type(admission).__name__}")
+        self._admits = admission
         # Checked first: a bad hooks argument fails before a pool or a journal is opened.
         observer = Observer(hooks, tracer_provider=tracer_provider, meter_provider=meter_provider)
         if http_client is None:
@@ -136,6 +143,11 @@ class BaseClient(Generic[_HttpT]):
             tracer_provider=observer.tracer_provider,
             meter_provider=observer.meter_provider,
             journal=self._journal,
+        )
+        self._admission = (
+            Admission(process_scope(config.api_key, config.base_url), self._journal)
+            if self._admits
+            else None
         )
 
     def _defers_journal(self) -> bool:
@@ -196,6 +208,17 @@ class BaseClient(Generic[_HttpT]):
         """Where the spend journal is (a path, or a URL without its password), or `None`."""
         return None if self._journal is None else self._journal.location
 
+    def reserved_tokens(self) -> int:
+        """The tokens this process's metered blocks in flight have reserved, for this key.
+
+        Every client of the process with the same key and API shares one book, so this
+        counts their blocks too. With a journal that holds a book for a fleet
+        (PostgreSQL, or an SQLite file shared by processes), the other processes'
+        reservations count at admission, but not here. 0 with `admission=False`.
+        """
+        admission = self._admission
+        return 0 if admission is None else admission.reserved_tokens()
+
     @property
     def is_closed(self) -> bool:
         """Whether this client was closed, or its connection pool was."""
@@ -211,6 +234,7 @@ class BaseClient(Generic[_HttpT]):
         max_retry_after: float | NotGiven = NOT_GIVEN,
         total_timeout: float | NotGiven | None = NOT_GIVEN,
         hooks: Hooks | NotGiven | None = NOT_GIVEN,
+        admission: bool | NotGiven = NOT_GIVEN,
     ) -> _ClientT:
         """Return a copy with some settings changed, sharing this client's connection pool.
 
@@ -226,6 +250,8 @@ class BaseClient(Generic[_HttpT]):
             total_timeout: Another limit for a whole call, retries and waits included;
                 `None` turns it off.
             hooks: Other hooks; `None` for none.
+            admission: Whether the copy's metered blocks reserve their cost against the
+                blocks in flight (see the client's `admission`).
 
         Returns:
             A new client of the same class.
@@ -267,7 +293,11 @@ class BaseClient(Generic[_HttpT]):
                 meter_provider=old_observer.meter_provider,
             )
         )
+        if not isinstance(admission, NotGiven | bool):
+            raise TypeError(f"admission must be True or False, got {type(admission).__name__}")
         clone = copy.copy(self)
+        if not isinstance(admission, NotGiven):
+            clone._admits = admission  # noqa: SLF001 - our own class
         clone._setup(config, self._http, owns_http=False, observer=observer)  # noqa: SLF001
         return clone
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, TypeAlias
 
 from ._html import html_table
@@ -47,7 +48,7 @@ class Meter:
             `charged` or `spend_failed`.
     """
 
-    __slots__ = ("_units", "charge", "quote", "reference", "state", "tool")
+    __slots__ = ("_on_cancel", "_units", "charge", "quote", "reference", "state", "tool")
 
     tool: str
     reference: str
@@ -62,6 +63,8 @@ class Meter:
         self.quote = quote
         self.charge = None
         self.state = "running"
+        # Set by the block: gives back the block's reservation the moment it is cancelled.
+        self._on_cancel: Callable[[], None] | None = None
 
     @property
     def units(self) -> Units:
@@ -92,6 +95,8 @@ class Meter:
     def cancel(self) -> None:
         """Leave the block without charging: nothing billable happened.
 
+        The tokens the block reserved are released at once, for other blocks to use.
+
         Raises:
             RuntimeError: The block has already ended.
         """
@@ -100,6 +105,9 @@ class Meter:
                 f"only a running metered block can be cancelled; it is {self.state}"
             )
         self.state = "cancelled"
+        release, self._on_cancel = self._on_cancel, None
+        if release is not None:
+            release()
 
     def _rows(self) -> list[tuple[str, object]]:
         rows: list[tuple[str, object]] = [

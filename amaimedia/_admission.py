@@ -1,0 +1,326 @@
+"""Admission: the reservation book that keeps concurrent metered blocks from giving work away.
+
+A quote says what the balance covers now; it knows nothing of the blocks already running,
+whose spends will take their share of that balance when they end. So a metered block is
+admitted only if its quote's `balance_after`, less what the other blocks in flight have
+reserved, stays at or above zero; its quoted cost is then reserved until its spend
+settles (charged, failed, cancelled, or the block raised).
+
+One more amount is counted against a quote: the charges that settled while it was on its
+way. The server may have answered the quote before such a charge or after it, and the
+book cannot tell which; counting it may refuse a block a little early, never late. It is
+counted for the quote's own duration plus `SETTLED_MARGIN` seconds.
+
+The book is one per account and API, shared by every client of the process (threads,
+tasks, `with_options` copies, separate clients with the same key), and forgotten by a
+forked child, which has no blocks in flight. A journal that can hold a book of its own
+(`SharedBook`, in PostgreSQL or an SQLite file) shares it with every process using that
+journal; this process's own book is then kept beside it, for `reserved_tokens()` and for
+the rare admission the shared book cannot answer (the database is unreachable), which the
+local book decides alone, with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final, Protocol
+
+from ._exceptions import InsufficientCreditsError
+from ._logging import logger
+
+if TYPE_CHECKING:
+    import httpx
+
+    from ._auth import ApiKey
+    from ._journal import ScopedJournal
+    from ._models import Quote
+    from ._types import Units
+
+__all__ = [
+    "SETTLED_MARGIN",
+    "Admission",
+    "Decision",
+    "ProcessBook",
+    "Reservation",
+    "SharedBook",
+    "process_book",
+]
+
+# Seconds added to a quote's duration when counting the charges that settled meanwhile:
+# enough for the clocks of the machine and the server's answer to disagree a little.
+SETTLED_MARGIN: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a book decided for one block.
+
+    Attributes:
+        admitted: Whether the block may run; its cost is then reserved.
+        reserved: The tokens counted against the quote: reserved by the other blocks in
+            flight, and charged while the quote was on its way.
+        blocks: How many other blocks in flight hold those reservations.
+        reservation: The book's handle of the reservation made, when admitted.
+    """
+
+    admitted: bool
+    reserved: int
+    blocks: int
+    reservation: object = None
+
+
+class SharedBook(Protocol):
+    """A reservation book that a journal holds for every process using it.
+
+    Admission is atomic per scope: no two processes may both read what is reserved, both
+    decide, then both insert. A reservation stops counting when its process dies, within
+    seconds, and never while it lives, however long its block runs.
+    """
+
+    def admit(self, scope: str, cost: int, balance_after: int, window: float) -> Decision:
+        """Admit a block of `cost` tokens whose quote left `balance_after`, or refuse it.
+
+        Args:
+            scope: The account's scope in the journal.
+            cost: The tokens to reserve.
+            balance_after: The quote's `balance_after`.
+            window: Count the charges settled in the last `window` seconds too.
+
+        Raises:
+            SpendJournalError: The book could not be read or written.
+        """
+
+    def release(self, reservation: object, charged: int | None) -> None:
+        """End a reservation; `charged` is what its spend charged, `None` if nothing.
+
+        Never blocks (it may be called on an event loop, from `meter.cancel()`): the work
+        goes to the book's own thread. Never raises: a reservation that cannot be ended
+        now ends with its process.
+        """
+
+    def reserved(self, scope: str) -> int:
+        """The tokens reserved in `scope` by every live process.
+
+        Raises:
+            SpendJournalError: The book could not be read.
+        """
+
+
+@dataclass
+class _Scope:
+    """One account's reservations in this process, and its recent charges."""
+
+    reservations: dict[int, int] = field(default_factory=dict)
+    # (time.monotonic() when it settled, tokens charged), oldest first.
+    settled: deque[tuple[float, int]] = field(default_factory=deque)
+
+
+class ProcessBook:
+    """The reservation book of this process: every client's blocks, per account."""
+
+    # Charges are kept for this long at most, the longest a quote's window is expected to
+    # be; an older one is counted by no quote that could still be answered.
+    _KEEP_SETTLED: Final = 300.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._scopes: dict[str, _Scope] = {}
+        self._ids = itertools.count(1)
+
+    def admit(self, scope: str, cost: int, balance_after: int, window: float) -> Decision:
+        """Admit or refuse a block, as `SharedBook.admit` does, within this process."""
+        now = time.monotonic()
+        with self._lock:
+            book = self._scopes.setdefault(scope, _Scope())
+            recent = self._recent(book, now, window)
+            reserved = sum(book.reservations.values()) + recent
+            blocks = len(book.reservations)
+            if balance_after - reserved < 0:
+                return Decision(False, reserved, blocks)
+            reservation = next(self._ids)
+            book.reservations[reservation] = cost
+            return Decision(True, reserved, blocks, reservation)
+
+    def hold(self, scope: str, cost: int) -> int:
+        """Record a reservation a shared book made, so that `reserved()` counts it here."""
+        with self._lock:
+            reservation = next(self._ids)
+            self._scopes.setdefault(scope, _Scope()).reservations[reservation] = cost
+            return reservation
+
+    def release(self, scope: str, reservation: int, charged: int | None) -> None:
+        """End a reservation; a charge is remembered for the quotes on their way."""
+        with self._lock:
+            book = self._scopes.get(scope)
+            if book is None or book.reservations.pop(reservation, None) is None:
+                return
+            if charged:
+                book.settled.append((time.monotonic(), charged))
+            if not book.reservations and not book.settled:
+                del self._scopes[scope]
+
+    def reserved(self, scope: str) -> int:
+        """The tokens reserved by this process's blocks in flight, for one account."""
+        with self._lock:
+            book = self._scopes.get(scope)
+            return 0 if book is None else sum(book.reservations.values())
+
+    def _recent(self, book: _Scope, now: float, window: float) -> int:
+        settled = book.settled
+        while settled and now - settled[0][0] > self._KEEP_SETTLED:
+            settled.popleft()
+        return sum(tokens for when, tokens in settled if now - when <= window)
+
+
+_book = ProcessBook()
+
+
+def process_book() -> ProcessBook:
+    """This process's book (a forked child gets a new, empty one)."""
+    return _book
+
+
+def _forget_book() -> None:  # pragma: no cover - runs in a forked child
+    # The child runs none of its parent's blocks; their reservations are the parent's.
+    global _book
+    _book = ProcessBook()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - every POSIX system
+    os.register_at_fork(after_in_child=_forget_book)
+
+
+def process_scope(api_key: ApiKey, base_url: httpx.URL) -> str:
+    """The account's name in this process's book: a digest of the API and the key.
+
+    It never leaves the process, so it needs no salt; it is a digest so that the key is
+    not held by one more object.
+    """
+    digest = hashlib.sha256(f"{base_url}\0{api_key.reveal()}".encode())
+    return digest.hexdigest()
+
+
+class Reservation:
+    """A block's reservation: ended once, by whichever of the block's ends comes first."""
+
+    __slots__ = ("_book", "_ended", "_lock", "_reservation", "_scope", "_shared", "cost")
+
+    def __init__(
+        self,
+        cost: int,
+        scope: str,
+        reservation: int,
+        shared: tuple[SharedBook, object] | None = None,
+    ) -> None:
+        self.cost = cost
+        self._book = process_book()
+        self._scope = scope
+        self._reservation = reservation
+        self._shared = shared
+        self._ended = False
+        self._lock = threading.Lock()
+
+    def release(self, charged: int | None = None) -> None:
+        """End the reservation: `charged` tokens were charged for it (`None`: nothing)."""
+        with self._lock:
+            if self._ended:
+                return
+            self._ended = True
+        self._book.release(self._scope, self._reservation, charged)
+        if self._shared is not None:
+            book, handle = self._shared
+            book.release(handle, charged)
+
+
+class Admission:
+    """One client's way into the book: its account's scope, and its journal's book if any.
+
+    Args:
+        scope: The account's scope in the process's book (`process_scope()`).
+        journal: The client's journal: once open, a backend that holds a book of its own
+            (a `reservation_book()` method returning a `SharedBook`) shares it.
+    """
+
+    __slots__ = ("_journal", "_scope")
+
+    def __init__(self, scope: str, journal: ScopedJournal | None = None) -> None:
+        self._scope = scope
+        self._journal = journal
+
+    @property
+    def _shared(self) -> tuple[SharedBook, str] | None:
+        journal = self._journal
+        if journal is None or not journal.is_open:
+            return None
+        opener = getattr(journal.backend, "reservation_book", None)
+        if opener is None:
+            return None
+        book: SharedBook = opener()
+        return book, journal.scope
+
+    @property
+    def is_shared(self) -> bool:
+        """Whether admission goes through a journal's book (and so, in a thread for async)."""
+        return self._shared is not None
+
+    def reserved_tokens(self) -> int:
+        """The tokens this process's blocks in flight have reserved, for this account."""
+        return process_book().reserved(self._scope)
+
+    def admit(self, tool: str, units: Units, quote: Quote, quote_seconds: float) -> Reservation:
+        """Reserve the quoted cost of a block, or refuse the block.
+
+        Args:
+            tool: The block's tool, for the message.
+            units: Its units, for the message.
+            quote: Its quote, which allowed it.
+            quote_seconds: How long the quote took.
+
+        Raises:
+            InsufficientCreditsError: The balance is committed to the blocks in flight;
+                nothing was reserved.
+        """
+        cost = quote.cost_tokens
+        window = quote_seconds + SETTLED_MARGIN
+        local = process_book()
+        shared = self._shared
+        if shared is not None:
+            book, scope = shared
+            try:
+                decision = book.admit(scope, cost, quote.balance_after, window)
+            except Exception as exc:
+                logger.warning(
+                    "the spend journal's reservation book could not be read (%s); the "
+                    "block is admitted against this process's blocks in flight only",
+                    exc,
+                )
+            else:
+                if not decision.admitted:
+                    raise committed_error(tool, units, quote, decision)
+                held = local.hold(self._scope, cost)
+                return Reservation(cost, self._scope, held, (book, decision.reservation))
+        decision = local.admit(self._scope, cost, quote.balance_after, window)
+        if not decision.admitted:
+            raise committed_error(tool, units, quote, decision)
+        assert isinstance(decision.reservation, int)
+        return Reservation(cost, self._scope, decision.reservation)
+
+
+def committed_error(
+    tool: str, units: Units, quote: Quote, decision: Decision
+) -> InsufficientCreditsError:
+    """The refusal of a block whose quote allowed it, but not with the blocks in flight."""
+    return InsufficientCreditsError(
+        f"the balance does not cover {tool} x{units} once the blocks in flight are paid: "
+        f"it costs {quote.cost_tokens} tokens, the quote left {quote.balance_after}, and "
+        f"{decision.reserved} are committed to {decision.blocks} block(s) in flight or "
+        "charged just now; retry when they end, or top up at amaimedia.com/credits",
+        body=quote.model_dump(),
+        cost_tokens=quote.cost_tokens,
+    )
