@@ -7,6 +7,13 @@ every string of the server's that a message quotes goes through `printable()`.
 The body has been read by then, within the SDK's bounds (`_answer.py`); an answer refused
 unread (too large, encoded twice over) still maps by its status, to the same classes, with
 `body=None` and a message that says why it was not read (`error_from_response(unread=)`).
+
+A server, or a proxy on the way, may quote the request in its answer, API key included.
+Everything an error holds that is made from the answer (its message, and so `str()` and
+the journal's `last_error`; its `error`, `body` and `request_id`, and so `repr()` and the
+notebook table) has `[API key]` where the request's own key was: the strings of a JSON
+body, names included, or the text of any other. Only `response` keeps the answer as it
+came; its request carries the key anyway, which is why no error ever shows it.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import ssl
 import time
 from datetime import timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, overload
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -81,6 +88,8 @@ _UNKNOWN_HOST: Final = frozenset(
     code for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if code is not None
 )
 _MAX_CAUSES: Final = 8
+# What stands in for an echoed key: the command's output shows it so too (_cli/_console.py).
+_KEY_SHOWN: Final = "[API key]"
 
 
 def request_id_of(response: httpx.Response) -> str | None:
@@ -159,6 +168,10 @@ def error_from_response(
     """
     if unread is None and body is None:
         body = _decode_body(response)
+    key = _sent_key(response)
+    if key is not None:
+        # Before anything is read from it: every field the message quotes is blanked then.
+        body = _without_key(body, key)
     details = ErrorBody.model_validate(body) if isinstance(body, dict) else ErrorBody()
     status = response.status_code
     cls = _BY_ERROR_STRING.get(details.error or "")
@@ -176,18 +189,23 @@ def error_from_response(
     elif not isinstance(body, dict | list) and not 300 <= status < 400:
         message += " (the answer is not JSON)"
     retry_after = parse_retry_after(response.headers)
-    common: _ErrorDetails = {
-        "error": details.error,
-        "body": body,
-        "request_id": request_id_of(response),
-        "response": response,
-        "retry_after": retry_after,
-    }
     if cls is InsufficientCreditsError:
         if details.cost_tokens is not None and details.balance is not None:
             message += f": the call costs {details.cost_tokens} tokens, "
             message += f"the balance is {details.balance}"
         message += "; top up at amaimedia.com/credits"
+    if cls is RateLimitError and retry_after is not None:
+        message += f"; the server asked to wait {retry_after:g} s"
+    common: _ErrorDetails = {
+        "error": _blank(details.error, key),
+        "body": body,
+        "request_id": _blank(request_id_of(response), key),
+        "response": response,
+        "retry_after": retry_after,
+    }
+    # The headers it quotes (a redirect's location) may echo the key too.
+    message = _blank(message, key)
+    if cls is InsufficientCreditsError:
         return InsufficientCreditsError(
             message,
             status_code=status,
@@ -195,8 +213,6 @@ def error_from_response(
             balance=details.balance,
             **common,
         )
-    if cls is RateLimitError and retry_after is not None:
-        message += f"; the server asked to wait {retry_after:g} s"
     return cls(message, status_code=status, **common)
 
 
@@ -221,17 +237,29 @@ def parse_response(
         body = _decode_body(response)
         if isinstance(body, dict) and body.get("ok") is False:
             raise error_from_response(response, body) from None
-        raise APIResponseValidationError(
-            f"the answer to {response.request.url.path} is not a valid "
-            f"{model.__name__}: {printable(_summarize(exc))}",
-            status_code=response.status_code,
-            body=body,
-            request_id=request_id_of(response),
-            response=response,
-        ) from None
+        raise _invalid_answer_error(response, model, exc, body) from None
     if getattr(result, "ok", True) is False:
         raise error_from_response(response)
     return result
+
+
+def _invalid_answer_error(
+    response: httpx.Response, model: type[BaseModel], exc: ValidationError, body: object
+) -> APIResponseValidationError:
+    # Built here, not in parse_response(): the key would be a local of the frame that
+    # raises, and error trackers show those.
+    key = _sent_key(response)
+    return APIResponseValidationError(
+        _blank(
+            f"the answer to {response.request.url.path} is not a valid "
+            f"{model.__name__}: {printable(_summarize(exc))}",
+            key,
+        ),
+        status_code=response.status_code,
+        body=body if key is None else _without_key(body, key),
+        request_id=_blank(request_id_of(response), key),
+        response=response,
+    )
 
 
 def unread_answer_error(
@@ -249,13 +277,68 @@ def unread_answer_error(
     """
     if not response.is_success:
         return error_from_response(response, unread=unread)
+    key = _sent_key(response)
     return APIResponseValidationError(
-        f"the answer to {response.request.url.path} is {unread}, so it was not read",
+        # `unread` may quote a header of the answer (its Content-Encoding).
+        _blank(f"the answer to {response.request.url.path} is {unread}, so it was not read", key),
         status_code=response.status_code,
         body=None,
-        request_id=request_id_of(response),
+        request_id=_blank(request_id_of(response), key),
         response=response,
     )
+
+
+def _sent_key(response: httpx.Response) -> str | None:
+    """The API key of the request `response` answers, or `None` (a response built bare)."""
+    try:
+        request = response.request
+    except RuntimeError:
+        return None
+    return _key_of(request)
+
+
+def _key_of(request: httpx.Request) -> str | None:
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    return key if scheme.lower() == "bearer" and key else None
+
+
+@overload
+def _blank(text: str, key: str | None) -> str: ...
+@overload
+def _blank(text: str | None, key: str | None) -> str | None: ...
+def _blank(text: str | None, key: str | None) -> str | None:
+    """`text` with `[API key]` for each occurrence of `key`."""
+    if text is None or key is None:
+        return text
+    return text.replace(key, _KEY_SHOWN)
+
+
+def _without_key(body: object, key: str) -> object:
+    """A decoded body with `[API key]` for `key` in each of its strings, names included.
+
+    Walked with a list of its containers, not by recursion: a body nested as deep as
+    `json.loads` allows would exhaust the stack left here.
+    """
+    if not isinstance(body, dict | list):
+        return _blank(body, key) if isinstance(body, str) else body
+    copy: dict[object, object] | list[object] = {} if isinstance(body, dict) else []
+    pending: list[tuple[dict[Any, Any] | list[Any], dict[object, object] | list[object]]]
+    pending = [(body, copy)]
+    while pending:
+        source, target = pending.pop()
+        for name, item in source.items() if isinstance(source, dict) else enumerate(source):
+            value: object = item
+            if isinstance(item, dict | list):
+                inner: dict[object, object] | list[object] = {} if isinstance(item, dict) else []
+                pending.append((item, inner))  # filled later, in its place already
+                value = inner
+            elif isinstance(item, str):
+                value = _blank(item, key)
+            if isinstance(target, dict):
+                target[_blank(name, key) if isinstance(name, str) else name] = value
+            else:
+                target.append(value)
+    return copy
 
 
 def _summarize(exc: ValidationError) -> str:
@@ -279,7 +362,8 @@ def connection_error(exc: httpx.RequestError, request: httpx.Request) -> APIConn
     _forget_key(exc, request)
     where = f"{request.method} {request.url}"
     # httpx and aiohttp quote some of what the peer sent in their messages.
-    detail = f"{type(exc).__name__}: {printable(str(exc))}" if str(exc) else type(exc).__name__
+    text = _blank(printable(str(exc)), _key_of(request))
+    detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
         return APITimeoutError(f"no answer to {where} within the timeout ({detail})")
     host = request.url.host
@@ -312,9 +396,10 @@ def dead_loop_error(exc: RuntimeError, request: httpx.Request) -> APIConnectionE
     if "loop" not in str(exc):
         raise exc
     _forget_key(exc, request)
+    said = _blank(str(exc), _key_of(request))
     return APIConnectionError(
         f"the http_client's connections belong to an event loop that has ended or is "
-        f"another one ({exc}), so this loop cannot use them. Create the "
+        f"another one ({said}), so this loop cannot use them. Create the "
         "httpx.AsyncClient inside the loop that uses it, one per loop, or leave "
         "http_client out: the client's own pool follows the running event loop",
         retryable=False,
@@ -326,8 +411,8 @@ def _forget_key(exc: BaseException, request: httpx.Request) -> None:
 
     `exc` is a failure of the exchange, about to be chained to one of the SDK's exceptions.
     """
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer":
+    key = _key_of(request)
+    if key is not None:
         forget_frames_holding(exc, (key,), "the API key")
 
 
