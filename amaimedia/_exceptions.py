@@ -146,7 +146,8 @@ class APIError(AmaiError):
     request id, which is everything a support ticket needs. Text from the server is
     shown with its control characters escaped, as `repr()` escapes them, so that it can
     neither break the line nor drive a terminal; `body`, `error` and `request_id` keep
-    what the server sent.
+    what the server sent, except the request's own key, shown as `[API key]` wherever
+    the server echoed it (only `response` holds the answer as it came).
 
     Attributes:
         status_code: The HTTP status of the answer.

@@ -6,7 +6,8 @@ fake log line; one that sends terminal escapes (`ESC ]0;…BEL` sets the window 
 `ESC [2J` clears the screen, `0x9b` is the same in the 8-bit form) would drive the
 terminal of whoever reads it. So every string from the server that the SDK shows goes
 through `printable()` first; the attributes that hold what the server sent (an error's
-`body`, `error`, `request_id`) keep it as it was.
+`body`, `error`, `request_id`) keep it as it was, but for the request's own key, which
+`_response.py` blanks wherever a server echoed it.
 """
 
 from __future__ import annotations
