@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, cast
@@ -68,6 +69,9 @@ DURATION_BUCKETS: Final = (
     60.0,
 )
 _DEFAULT_PORTS: Final = {"https": 443, "http": 80}
+# How often, at most, a recorder on OpenTelemetry's global tracer provider looks whether
+# an SDK's provider was set since; until one is, it makes no span.
+RECHECK_S: Final = 0.1
 
 # Set in the Context a span is attached in, and reset there when it is detached: a reset
 # in another Context (a block entered in one task and left in another) raises, which
@@ -138,6 +142,7 @@ class _Api:
         "invalid_span",
         "meter_provider",
         "observation",
+        "proxy_provider",
         "set_span_in_context",
         "status",
         "tracer_provider",
@@ -157,6 +162,7 @@ class _Api:
         self.client: SpanKind = trace.SpanKind.CLIENT
         self.internal: SpanKind = trace.SpanKind.INTERNAL
         self.invalid_span: Span = trace.INVALID_SPAN
+        self.proxy_provider: type[TracerProvider] = trace.ProxyTracerProvider
 
 
 class _Recorder:
@@ -170,6 +176,8 @@ class _Recorder:
         "gauge",
         "journals",
         "meter",
+        "proxied",
+        "recheck_at",
         "refused",
         "tracer",
         "watch_lock",
@@ -199,12 +207,30 @@ class _Recorder:
             unit="{block}",
             description="Metered blocks refused on entry, before any work.",
         )
+        # Spans of OpenTelemetry's global proxy, which records nothing until an SDK's
+        # provider is set: until then no span is made (see `tracing()`).
+        self.proxied = isinstance(tracers, api.proxy_provider)
+        self.recheck_at = 0.0
         self.watch_lock = threading.Lock()
         self.journals: weakref.WeakSet[ScopedJournal] = weakref.WeakSet()
         self.gauge: object = None
 
+    def tracing(self) -> bool:
+        """Whether a span may record: `False` while the global tracer provider is unset."""
+        if not self.proxied:
+            return True
+        now = time.monotonic()
+        if now >= self.recheck_at:
+            # OpenTelemetry's own look-up costs more than the rest of a no-op span; once
+            # every RECHECK_S it is nothing, and an SDK set later is seen that soon.
+            self.recheck_at = now + RECHECK_S
+            self.proxied = isinstance(self.api.tracer_provider(), self.api.proxy_provider)
+        return not self.proxied
+
     def call_started(self, call: CallInfo, url: httpx.URL) -> _CallRecord:
         """A call is starting: its span, current until `ended()`."""
+        if not self.tracing():
+            return _CallRecord(self, call, self.api.invalid_span)
         attributes: dict[str, str | int | float] = {
             "amaimedia.tool": call.tool,
             "amaimedia.units": call.units,
@@ -220,6 +246,8 @@ class _Recorder:
 
     def block_started(self, tool: str, units: Units, reference: str) -> _BlockRecord:
         """A metered block is starting: its span, current until it ends."""
+        if not self.tracing():
+            return _BlockRecord(self, tool, self.api.invalid_span)
         attributes: dict[str, str | int | float] = {
             "amaimedia.tool": tool,
             "amaimedia.units": units,

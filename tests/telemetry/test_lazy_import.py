@@ -78,3 +78,41 @@ print("asked", Finder.asked)
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     assert out.split() == ["asked", "1"]
+
+
+def test_the_global_providers_are_used_even_when_set_after_the_first_call() -> None:
+    # In a fresh interpreter: the global providers are set once per process.
+    code = (
+        FIRST_CALL
+        + """
+import time
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from amaimedia._telemetry import RECHECK_S
+
+client.check("chat")  # no SDK yet: nothing recorded, nothing to record to
+exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+time.sleep(RECHECK_S * 1.5)
+client.spend("chat", reference="job-1")
+print([span.name for span in exporter.get_finished_spans()])
+[scope] = reader.get_metrics_data().resource_metrics[0].scope_metrics
+print(sorted(metric.name for metric in scope.metrics))
+"""
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", f"import amaimedia\n{code}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    spans, instruments = out.splitlines()[-2:]
+    assert spans == "['amaimedia.spend']"
+    assert "amaimedia.tokens.charged" in instruments
