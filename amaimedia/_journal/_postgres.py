@@ -50,6 +50,8 @@ from ._protocol import EntryId, StoredEntry, read_entry
 if TYPE_CHECKING:
     import psycopg
 
+    from ._postgres_book import PostgresReservationBook
+
 __all__ = ["PostgresSpendJournal"]
 
 SCHEMA_VERSION: Final = 2
@@ -199,6 +201,7 @@ class PostgresSpendJournal:
         self._max_connections = max_connections
         self._pools: dict[int, _Sessions] = {}
         self._pools_lock = threading.Lock()
+        self._books: dict[int, PostgresReservationBook] = {}
         with self._session("open") as session, session.db.transaction():
             self._salt = _prepare(session.db, self.location)
 
@@ -245,6 +248,23 @@ class PostgresSpendJournal:
         except psycopg.Error as exc:
             raise self._error(what, exc) from exc
 
+    def reservation_book(self) -> PostgresReservationBook:
+        """This process's view of the fleet's reservation book, in the journal's database.
+
+        One per journal and process, with a connection of its own (`_postgres_book.py`).
+        A child of `fork()` gets a new one; the parent's is kept there, unused.
+        """
+        from ._postgres_book import PostgresReservationBook
+
+        pid = os.getpid()
+        with self._pools_lock:
+            book = self._books.get(pid)
+            if book is None:
+                _inherited.extend(self._books.values())
+                book = PostgresReservationBook(self._connect, self._error, self.location)
+                self._books = {pid: book}
+            return book
+
     @property
     def salt(self) -> str:
         """The journal's random salt, made with its tables."""
@@ -253,9 +273,12 @@ class PostgresSpendJournal:
     def close(self) -> None:
         """Close this process's connections; the journal reconnects when used again.
 
-        The claims they held end with them.
+        The claims they held end with them, and so do the reservations of its book.
         """
         self._sessions().close()
+        book = self._books.get(os.getpid())
+        if book is not None:
+            book.close()
 
     # -- errors ----------------------------------------------------------------------
 
@@ -648,9 +671,9 @@ class _Sessions:
             session.db.close()
 
 
-# The connections of journals a forked child inherited: the parent's sessions, kept
-# unused (never closed, nor collected) for as long as the child lives.
-_inherited: list[_Sessions] = []
+# The connections of journals a forked child inherited: the parent's sessions and books,
+# kept unused (never closed, nor collected) for as long as the child lives.
+_inherited: list[_Sessions | PostgresReservationBook] = []
 
 
 def _close_in(pid: int, db: psycopg.Connection[Any]) -> None:

@@ -164,6 +164,11 @@ class SpendJournal(Protocol):
     in a way that gives back a claim whose caller was cancelled while waiting for it).
 
     Errors are raised as `SpendJournalError`.
+
+    A backend may also hold a reservation book for every process using it: a
+    `reservation_book()` method, not part of this protocol, returning a `SharedBook`
+    (`_admission.py`), one per backend object and process. Admission looks for it on the
+    open backend; without it, each process's blocks are admitted against its own book.
     """
 
     @property
