@@ -225,6 +225,60 @@ def in_process_rows(settings: Settings) -> list[Row]:
     ]
 
 
+# --- OpenTelemetry --------------------------------------------------------------------------
+
+TELEMETRY_FIGURE = "`check()` per call, OpenTelemetry API installed, no SDK configured"
+TELEMETRY_TARGET = 1.05
+
+
+def telemetry_row(settings: Settings) -> Row:
+    """`check()` with OpenTelemetry's no-op providers, against the same call without it.
+
+    Both clients run in this process, on one transport. The baseline's observer is made
+    to find OpenTelemetry absent (its one look-up, on its first call, answers `None`), so
+    it runs exactly the code of an install without `amaimedia[otel]`.
+    """
+    target = f"≤ {TELEMETRY_TARGET:.2f}{X}"
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        return not_run(TELEMETRY_FIGURE, target, 'needs opentelemetry-api: "amaimedia[otel]"')
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return not_run(TELEMETRY_FIGURE, target, "an OpenTelemetry SDK is configured globally")
+    import amaimedia._telemetry as telemetry
+
+    transport = mock_transport()
+    traced = AmaiClient(api_key=KEY, http_client=httpx.Client(transport=transport))
+    bare = AmaiClient(api_key=KEY, http_client=httpx.Client(transport=transport))
+    traced.check("chat")
+    found = telemetry.recorder_for
+    telemetry.recorder_for = lambda tracer_provider, meter_provider: None
+    try:
+        bare.check("chat")
+    finally:
+        telemetry.recorder_for = found
+    assert traced._observer.recorder() is not None  # noqa: SLF001 - what is measured
+    assert bare._observer.recorder() is None  # noqa: SLF001
+    calls = settings.calls
+    found_us = interleaved(
+        settings.rounds,
+        {
+            "traced": lambda: per_call(lambda: traced.check("chat"), calls),
+            "bare": lambda: per_call(lambda: bare.check("chat"), calls),
+        },
+        min,
+    )
+    traced.close()
+    bare.close()
+    return at_most(
+        TELEMETRY_FIGURE,
+        f"{found_us['traced']:.1f} µs",
+        f"{found_us['bare']:.1f} µs: the same call, OpenTelemetry absent",
+        found_us["traced"] / found_us["bare"],
+        TELEMETRY_TARGET,
+    )
+
+
 # --- over loopback --------------------------------------------------------------------------
 
 
@@ -863,6 +917,7 @@ def main(argv: list[str]) -> int:
     storage: list[str] = []
     if "in-process" in groups:
         rows += in_process_rows(settings)
+        rows.append(telemetry_row(settings))
     if "loopback" in groups:
         loopback, server = loopback_rows(settings)
         rows += loopback

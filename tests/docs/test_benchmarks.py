@@ -21,8 +21,9 @@ from tests.postgres import PostgresServer, drop_database, fresh_database
 RUN = Path(__file__).resolve().parents[2] / "benchmarks" / "run.py"
 
 ROWS = [
-    "`check()` per call",
+    "`check()` per call, `httpx.MockTransport`",
     "`metered()` block (check + spend)",
+    "`check()` per call, OpenTelemetry API installed, no SDK configured",
     "sequential sync `check()` over loopback",
     'async `check()` at concurrency 32 over loopback, `transport="aiohttp"` |',
     "against the ceiling",
