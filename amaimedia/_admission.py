@@ -22,12 +22,12 @@ local book decides alone, with a warning.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 import os
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -117,8 +117,42 @@ class _Scope:
     """One account's reservations in this process, and its recent charges."""
 
     reservations: dict[int, int] = field(default_factory=dict)
-    # (time.monotonic() when it settled, tokens charged), oldest first.
-    settled: deque[tuple[float, int]] = field(default_factory=deque)
+    # The sum of `reservations`, kept as they change: admission never adds them up.
+    reserved: int = 0
+    # The charges as two lists, oldest first from `start` on (the entries before it are
+    # forgotten, and cut off now and then): when each settled, by time.monotonic(), and
+    # the tokens charged by it and every charge before it. The charges of a quote's
+    # window are then one bisection and one subtraction, however many blocks a second
+    # settle.
+    settled_at: list[float] = field(default_factory=list)
+    charged_through: list[int] = field(default_factory=list)
+    start: int = 0
+    # What the charges cut off from the lists charged, in all.
+    cut: int = 0
+
+    def settle(self, when: float, tokens: int) -> None:
+        before = self.charged_through[-1] if self.charged_through else self.cut
+        self.settled_at.append(when)
+        self.charged_through.append(before + tokens)
+
+    def forget_before(self, when: float) -> None:
+        self.start = bisect.bisect_left(self.settled_at, when, self.start)
+        if self.start > len(self.settled_at) // 2:
+            self.cut = self.charged_through[self.start - 1]
+            del self.settled_at[: self.start]
+            del self.charged_through[: self.start]
+            self.start = 0
+
+    def charged_since(self, when: float) -> int:
+        first = bisect.bisect_left(self.settled_at, when, self.start)
+        if first == len(self.settled_at):
+            return 0
+        before = self.charged_through[first - 1] if first else self.cut
+        return self.charged_through[-1] - before
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.reservations and self.start == len(self.settled_at)
 
 
 class ProcessBook:
@@ -137,45 +171,51 @@ class ProcessBook:
         """Admit or refuse a block, as `SharedBook.admit` does, within this process."""
         now = time.monotonic()
         with self._lock:
-            book = self._scopes.setdefault(scope, _Scope())
-            recent = self._recent(book, now, window)
-            reserved = sum(book.reservations.values()) + recent
+            book = self._scopes.get(scope)
+            if book is None:
+                book = self._scopes[scope] = _Scope()
+            book.forget_before(now - self._KEEP_SETTLED)
+            # A charge settled `window` seconds ago or less counts (the bound included).
+            reserved = book.reserved + book.charged_since(now - window)
             blocks = len(book.reservations)
             if balance_after - reserved < 0:
                 return Decision(False, reserved, blocks)
             reservation = next(self._ids)
             book.reservations[reservation] = cost
+            book.reserved += cost
             return Decision(True, reserved, blocks, reservation)
 
     def hold(self, scope: str, cost: int) -> int:
         """Record a reservation a shared book made, so that `reserved()` counts it here."""
         with self._lock:
             reservation = next(self._ids)
-            self._scopes.setdefault(scope, _Scope()).reservations[reservation] = cost
+            book = self._scopes.get(scope)
+            if book is None:
+                book = self._scopes[scope] = _Scope()
+            book.reservations[reservation] = cost
+            book.reserved += cost
             return reservation
 
     def release(self, scope: str, reservation: int, charged: int | None) -> None:
         """End a reservation; a charge is remembered for the quotes on their way."""
         with self._lock:
             book = self._scopes.get(scope)
-            if book is None or book.reservations.pop(reservation, None) is None:
+            if book is None:
                 return
+            cost = book.reservations.pop(reservation, None)
+            if cost is None:
+                return
+            book.reserved -= cost
             if charged:
-                book.settled.append((time.monotonic(), charged))
-            if not book.reservations and not book.settled:
+                book.settle(time.monotonic(), charged)
+            if book.is_empty:
                 del self._scopes[scope]
 
     def reserved(self, scope: str) -> int:
         """The tokens reserved by this process's blocks in flight, for one account."""
         with self._lock:
             book = self._scopes.get(scope)
-            return 0 if book is None else sum(book.reservations.values())
-
-    def _recent(self, book: _Scope, now: float, window: float) -> int:
-        settled = book.settled
-        while settled and now - settled[0][0] > self._KEEP_SETTLED:
-            settled.popleft()
-        return sum(tokens for when, tokens in settled if now - when <= window)
+            return 0 if book is None else book.reserved
 
 
 _book = ProcessBook()

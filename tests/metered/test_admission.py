@@ -597,3 +597,36 @@ def test_a_reservation_is_released_by_its_first_end_only() -> None:
     assert (last.admitted, last.reserved) == (True, 0)
     assert isinstance(last.reservation, int)
     book.release("test-reservation", last.reservation, None)
+
+
+def test_the_window_counts_exactly_its_charges_among_many(clock: Clock) -> None:
+    book = ProcessBook()
+    start = clock.now
+
+    def charge(tokens: int) -> None:
+        decision = book.admit("acct", tokens, balance_after=10**9, window=0.0)
+        assert isinstance(decision.reservation, int)
+        book.release("acct", decision.reservation, tokens)
+
+    for second in range(10):  # 1, 2, ... 10 tokens, one charge a second
+        clock.now = start + second
+        charge(second + 1)
+
+    def counted(window: float) -> int:
+        decision = book.admit("acct", 1, balance_after=10**9, window=window)
+        assert isinstance(decision.reservation, int)
+        book.release("acct", decision.reservation, None)
+        return decision.reserved
+
+    clock.now = start + 9.5
+    assert counted(3.0) == 8 + 9 + 10
+    assert counted(100.0) == sum(range(1, 11))
+    # Six of them are forgotten, the rest still count, and a new one adds to them.
+    keep = ProcessBook._KEEP_SETTLED
+    clock.now = start + keep + 5.5
+    assert counted(10 * keep) == 7 + 8 + 9 + 10
+    charge(100)
+    assert counted(10 * keep) == 7 + 8 + 9 + 10 + 100
+    assert counted(1.0) == 100
+    clock.now += 2 * keep
+    assert counted(10 * keep) == 0
