@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import itertools
 import json
 import os
@@ -49,8 +50,12 @@ HERE = Path(__file__).resolve().parent
 KEY = "amai_live_benchmark_0123456789abcdef"
 BASE_URL = "https://api.amaimedia.com"
 CONCURRENCY = 32
-QUOTE = json.dumps({"ok": True, "allowed": True, "cost_tokens": 5, "balance_after": 9995})
-CHARGE = json.dumps({"ok": True, "charged": 5, "balance_after": 9990})
+# A balance no run can spend: every answer quotes the same one, and admission counts the
+# charges settled while a quote was on its way, so that a smaller balance would see blocks
+# refused once a second of them had charged more than it (benchmarks/server.py's too).
+BALANCE = 10**15
+QUOTE = json.dumps({"ok": True, "allowed": True, "cost_tokens": 5, "balance_after": BALANCE})
+CHARGE = json.dumps({"ok": True, "charged": 5, "balance_after": BALANCE - 5})
 # The headers the SDK sets, for the raw baseline to send too.
 HEADERS = {
     "Accept": "application/json",
@@ -276,6 +281,93 @@ def telemetry_row(settings: Settings) -> Row:
         f"{found_us['bare']:.1f} µs: the same call, OpenTelemetry absent",
         found_us["traced"] / found_us["bare"],
         TELEMETRY_TARGET,
+    )
+
+
+# --- admission ------------------------------------------------------------------------------
+
+ADMISSION_FIGURE = "`metered()` block, admission on against off, `httpx.MockTransport`"
+ADMISSION_TARGET = 1.05
+FLEET_BOOK_FIGURE = (
+    "PostgreSQL-journaled `metered()` block with the fleet's reservation book, "
+    "against the same block with `admission=False`, database over loopback"
+)
+FLEET_BOOK_TARGET = 1.50
+
+
+def metered_pair(
+    cleanups: ExitStack, journals: Callable[[], SpendJournal | None]
+) -> dict[str, Callable[[], None]]:
+    """One metered block with admission on, one with it off, each on a client of its own."""
+    transport = mock_transport()
+
+    def block(admission: bool) -> Callable[[], None]:
+        client = AmaiClient(
+            api_key=KEY,
+            http_client=httpx.Client(transport=transport),
+            spend_journal=journals(),
+            admission=admission,
+        )
+        cleanups.callback(client.close)
+
+        def metered() -> None:
+            with client.metered("chat"):
+                pass
+
+        return metered
+
+    return {"on": block(True), "off": block(False)}
+
+
+def admission_row(settings: Settings) -> Row:
+    """A metered block admitted by this process's book, against the block without it.
+
+    Both clients run on one transport, so that the book (a reservation on entry, its
+    release and the charge remembered on exit) is all that differs. The book's settled
+    charges pile up as a steady load would pile them: by the thousand.
+    """
+    calls = settings.calls // 2
+    with ExitStack() as cleanups:
+        blocks = metered_pair(cleanups, lambda: None)
+        found = interleaved(
+            settings.rounds,
+            {name: functools.partial(per_call, block, calls) for name, block in blocks.items()},
+            min,
+        )
+    return at_most(
+        ADMISSION_FIGURE,
+        f"{found['on']:.1f} µs",
+        f"{found['off']:.1f} µs: the same block, `admission=False`",
+        found["on"] / found["off"],
+        ADMISSION_TARGET,
+    )
+
+
+def fleet_book_row(settings: Settings, database: Database | NotRun) -> Row:
+    """A PostgreSQL-journaled block admitted by the fleet's book, against one without it.
+
+    Each side has a journal of its own on the run's database; the book's admission is a
+    round trip to that database, in a transaction under the scope's advisory lock, and
+    its release is sent by the book's thread. The baseline, `admission=False`, has no
+    book at all, this process's included.
+    """
+    target = f"≤ {FLEET_BOOK_TARGET:.2f}{X}"
+    if isinstance(database, NotRun):
+        return not_run(FLEET_BOOK_FIGURE, target, str(database))
+    calls = settings.calls // 4
+    with ExitStack() as cleanups:
+        blocks = metered_pair(cleanups, lambda: postgres_journal(cleanups, database))
+        found = interleaved(
+            settings.rounds,
+            {name: functools.partial(per_call, block, calls) for name, block in blocks.items()},
+            min,
+        )
+    return at_most(
+        FLEET_BOOK_FIGURE,
+        f"{found['on']:.0f} µs",
+        f"{found['off']:.0f} µs: the same journaled block, `admission=False`",
+        found["on"] / found["off"],
+        FLEET_BOOK_TARGET,
     )
 
 
@@ -732,6 +824,7 @@ def journal_rows(settings: Settings) -> tuple[list[Row], str, list[str]]:
             )
         )
         rows = journal_block_rows(settings, directory, database)
+        rows.append(fleet_book_row(settings, database))
         with loopback_server() as (url, parser):
             rows += journal_rate_rows(settings, url, directory, database)
         storage = [
@@ -918,6 +1011,7 @@ def main(argv: list[str]) -> int:
     if "in-process" in groups:
         rows += in_process_rows(settings)
         rows.append(telemetry_row(settings))
+        rows.append(admission_row(settings))
     if "loopback" in groups:
         loopback, server = loopback_rows(settings)
         rows += loopback

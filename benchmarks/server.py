@@ -16,8 +16,13 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-QUOTE = json.dumps({"ok": True, "allowed": True, "cost_tokens": 5, "balance_after": 9995}).encode()
-CHARGE = json.dumps({"ok": True, "charged": 5, "balance_after": 9990}).encode()
+# A balance no run can spend, as in run.py: admission would refuse blocks once a second of
+# them had charged more than a balance quoted again and again.
+BALANCE = 10**15
+QUOTE = json.dumps(
+    {"ok": True, "allowed": True, "cost_tokens": 5, "balance_after": BALANCE}
+).encode()
+CHARGE = json.dumps({"ok": True, "charged": 5, "balance_after": BALANCE - 5}).encode()
 
 Message = dict[str, Any]
 

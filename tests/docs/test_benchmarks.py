@@ -24,6 +24,7 @@ ROWS = [
     "`check()` per call, `httpx.MockTransport`",
     "`metered()` block (check + spend)",
     "`check()` per call, OpenTelemetry API installed, no SDK configured",
+    "`metered()` block, admission on against off, `httpx.MockTransport`",
     "sequential sync `check()` over loopback",
     'async `check()` at concurrency 32 over loopback, `transport="aiohttp"` |',
     "against the ceiling",
@@ -34,6 +35,7 @@ ROWS = [
     "SQLite-journaled `metered()` block, against the block and the bare write run together",
     "PostgreSQL-journaled `metered()` block, `httpx.MockTransport`, database over loopback",
     "PostgreSQL-journaled `metered()` block, against the block and the bare write run together",
+    "PostgreSQL-journaled `metered()` block with the fleet's reservation book",
     'at concurrency 32 over loopback, `transport="aiohttp"`, PostgreSQL journal',
     'at concurrency 32 over loopback, `transport="aiohttp"`, SQLite journal',
 ]
