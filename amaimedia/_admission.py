@@ -8,8 +8,11 @@ settles (charged, failed, cancelled, or the block raised).
 
 One more amount is counted against a quote: the charges that settled while it was on its
 way. The server may have answered the quote before such a charge or after it, and the
-book cannot tell which; counting it may refuse a block a little early, never late. It is
-counted for the quote's own duration plus `SETTLED_MARGIN` seconds.
+book cannot tell which; counting it may refuse a block a little early, never late. A
+charge whose answer came before the quote was sent is in the quote's balance, and is not
+counted. This process's book knows both moments on one clock; a journal's book counts,
+on the database's clock, the charges of the quote's time plus `SETTLED_MARGIN` seconds
+(the time the admission took to reach the database).
 
 The book is one per account and API, shared by every client of the process (threads,
 tasks, `with_options` copies, separate clients with the same key), and forgotten by a
@@ -52,8 +55,9 @@ __all__ = [
     "process_book",
 ]
 
-# Seconds added to a quote's duration when counting the charges that settled meanwhile:
-# enough for the clocks of the machine and the server's answer to disagree a little.
+# Seconds a journal's book adds to the time since a quote was sent, when counting the
+# charges that settled meanwhile: the admission's way to the database (the book's queue,
+# the scope's lock) is not measured, and a charge settled then must count.
 SETTLED_MARGIN: Final = 1.0
 
 
@@ -313,26 +317,26 @@ class Admission:
         """The tokens this process's blocks in flight have reserved, for this account."""
         return process_book().reserved(self._scope)
 
-    def admit(self, tool: str, units: Units, quote: Quote, quote_seconds: float) -> Reservation:
+    def admit(self, tool: str, units: Units, quote: Quote, asked: float) -> Reservation:
         """Reserve the quoted cost of a block, or refuse the block.
 
         Args:
             tool: The block's tool, for the message.
             units: Its units, for the message.
             quote: Its quote, which allowed it.
-            quote_seconds: How long the quote took.
+            asked: When the quote was sent, by `time.monotonic()`.
 
         Raises:
             InsufficientCreditsError: The balance is committed to the blocks in flight;
                 nothing was reserved.
         """
         cost = quote.cost_tokens
-        window = quote_seconds + SETTLED_MARGIN
         local = process_book()
         shared = self._shared
         if shared is not None:
             book, scope = shared
             try:
+                window = time.monotonic() - asked + SETTLED_MARGIN
                 decision = book.admit(scope, cost, quote.balance_after, window)
             except Exception as exc:
                 logger.warning(
@@ -345,7 +349,8 @@ class Admission:
                     raise committed_error(tool, units, quote, decision)
                 held = local.hold(self._scope, cost)
                 return Reservation(cost, self._scope, held, (book, decision.reservation))
-        decision = local.admit(self._scope, cost, quote.balance_after, window)
+        # Exactly the charges whose answer came since the quote was sent.
+        decision = local.admit(self._scope, cost, quote.balance_after, time.monotonic() - asked)
         if not decision.admitted:
             raise committed_error(tool, units, quote, decision)
         assert isinstance(decision.reservation, int)

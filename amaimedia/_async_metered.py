@@ -91,7 +91,7 @@ class AsyncMeteredBlock:
             reservation = (
                 None
                 if admission is None
-                else await _admit(admission, tool, units, quote, time.monotonic() - asked)
+                else await _admit(admission, tool, units, quote, asked)
             )
         except InsufficientCreditsError as refusal:
             watch.refused(refusal)
@@ -160,14 +160,14 @@ class AsyncMeteredBlock:
 
 
 async def _admit(
-    admission: Admission, tool: str, units: Units, quote: Quote, quote_seconds: float
+    admission: Admission, tool: str, units: Units, quote: Quote, asked: float
 ) -> Reservation:
     """Reserve the block's cost, or raise `InsufficientCreditsError`; see `_admission.py`."""
     if not admission.is_shared:
-        return admission.admit(tool, units, quote, quote_seconds)
+        return admission.admit(tool, units, quote, asked)
     # The journal's book is in its database: off the event loop, and a task cancelled
     # meanwhile gives back what the thread reserved for it.
-    return await claim_in_thread(admission.admit, _give_back, tool, units, quote, quote_seconds)
+    return await claim_in_thread(admission.admit, _give_back, tool, units, quote, asked)
 
 
 def _give_back(reservation: Reservation) -> None:

@@ -93,7 +93,7 @@ class MeteredBlock:
             reservation = (
                 None
                 if admission is None
-                else _admit(admission, tool, units, quote, time.monotonic() - asked)
+                else _admit(admission, tool, units, quote, asked)
             )
         except InsufficientCreditsError as refusal:
             watch.refused(refusal)
@@ -162,14 +162,14 @@ class MeteredBlock:
 
 
 def _admit(
-    admission: Admission, tool: str, units: Units, quote: Quote, quote_seconds: float
+    admission: Admission, tool: str, units: Units, quote: Quote, asked: float
 ) -> Reservation:
     """Reserve the block's cost, or raise `InsufficientCreditsError`; see `_admission.py`."""
     if not admission.is_shared:
-        return admission.admit(tool, units, quote, quote_seconds)
+        return admission.admit(tool, units, quote, asked)
     # The journal's book is in its database: off the event loop, and a task cancelled
     # meanwhile gives back what the thread reserved for it.
-    return claim_inline(admission.admit, _give_back, tool, units, quote, quote_seconds)
+    return claim_inline(admission.admit, _give_back, tool, units, quote, asked)
 
 
 def _give_back(reservation: Reservation) -> None:

@@ -254,6 +254,26 @@ def test_a_refusal_names_what_is_reserved_and_by_how_many_blocks(harness: Harnes
     assert client.reserved_tokens() == 0
 
 
+def test_blocks_one_after_another_spend_the_balance_to_the_last_token(harness: Harness) -> None:
+    # Each block's charge was answered before the next block's quote was sent: the quote's
+    # balance holds it, and counting it again (as a charge "just settled") refused the
+    # last block with funds for it.
+    fake = FakeAmaiServer()
+    key = fake.create_key(balance=3 * PRICE)
+    client = fake_client(harness, fake, key)
+
+    meters = []
+    for _ in range(3):
+        block = client.metered("chat")
+        meters.append(enter(harness, block))
+        leave(harness, block)
+
+    assert [meter.state for meter in meters] == ["charged"] * 3
+    assert fake.balance(key) == 0
+    with pytest.raises(InsufficientCreditsError, match="allowed=false"):
+        enter(harness, client.metered("chat"))
+
+
 def test_a_block_that_raised_releases_its_reservation(harness: Harness) -> None:
     fake = FakeAmaiServer()
     key = fake.create_key(balance=PRICE)
