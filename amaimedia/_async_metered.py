@@ -84,17 +84,21 @@ class AsyncMeteredBlock:
                 await run_in_thread(journal.open)
             asked = time.monotonic()
             quote = await self._client.check(tool, units)
-            if not quote.allowed:
-                raise insufficient_quote(tool, units, quote)
-            # The quote knows nothing of the blocks already running: the book does.
-            admission = self._client._admission  # noqa: SLF001 - the client's own block
+        except BaseException as exc:
+            watch.ended(None, exc)
+            raise
+        if not quote.allowed:
+            refusal = insufficient_quote(tool, units, quote)
+            watch.refused(refusal, "balance")
+            raise refusal
+        # The quote knows nothing of the blocks already running: the book does.
+        admission = self._client._admission  # noqa: SLF001 - the client's own block
+        try:
             reservation = (
-                None
-                if admission is None
-                else await _admit(admission, tool, units, quote, asked)
+                None if admission is None else await _admit(admission, tool, units, quote, asked)
             )
         except InsufficientCreditsError as refusal:
-            watch.refused(refusal)
+            watch.refused(refusal, "reserved")
             raise
         except BaseException as exc:
             watch.ended(None, exc)

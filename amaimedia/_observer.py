@@ -66,8 +66,12 @@ class CallRecord(Protocol):
 class BlockRecord(Protocol):
     """One metered block as OpenTelemetry records it (its span, current while it runs)."""
 
-    def refused(self, error: BaseException) -> None:
-        """The block was refused on entry (the balance, or admission): it does not run."""
+    def refused(self, error: BaseException, reason: str) -> None:
+        """The block was refused on entry and does not run.
+
+        `reason` is `"balance"` (the quote said the balance does not cover the work) or
+        `"reserved"` (it does, but not once the blocks in flight are paid).
+        """
 
     def ended(self, meter: Meter | None, error: BaseException | None) -> None:
         """The block ended (`meter.state` tells how), or its entry raised `error`."""
@@ -291,10 +295,13 @@ class BlockWatch:
     def __init__(self, record: BlockRecord | None) -> None:
         self._record = record
 
-    def refused(self, error: BaseException) -> None:
-        """The block was refused on entry and does not run; `error` is what it raises."""
+    def refused(self, error: BaseException, reason: str) -> None:
+        """The block was refused on entry and does not run; `error` is what it raises.
+
+        `reason`: `"balance"` for a refusing quote, `"reserved"` for admission.
+        """
         if self._record is not None:
-            self._record.refused(error)
+            self._record.refused(error, reason)
 
     def ended(self, meter: Meter | None, error: BaseException | None = None) -> None:
         """The block ended (`meter.state` says how), or its entry raised `error`."""

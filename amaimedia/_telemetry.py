@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, cast
 
-from ._exceptions import AmaiError, InsufficientCreditsError
+from ._exceptions import AmaiError
 from ._logging import logger
 from ._observer import error_type
 from ._version import __version__
@@ -401,10 +401,8 @@ class _BlockRecord:
         self._span: Span | None = span
         self._attached = _attach(recorder.api, span)
 
-    def refused(self, error: BaseException) -> None:
+    def refused(self, error: BaseException, reason: str) -> None:
         """The block was refused on entry (the balance, or admission): it does not run."""
-        # "balance": the quote said the balance does not cover the work.
-        reason = "balance" if isinstance(error, InsufficientCreditsError) else error_type(error)
         span = self._end()
         if span is not None:
             if span.is_recording():

@@ -118,6 +118,35 @@ def test_refused_blocks_are_counted_by_tool_and_reason(
     ]
 
 
+def test_a_block_refused_by_admission_is_counted_as_reserved(
+    harness: Harness, fake: FakeAmaiServer, telemetry: Telemetry
+) -> None:
+    # Funds for one chat block: the second is allowed by its quote, refused by the book.
+    client = fake_client(harness, fake, fake.create_key(balance=5), **telemetry.providers)
+    first = client.metered("chat")
+    if harness.is_async:
+        harness.run(first.__aenter__())
+    else:
+        first.__enter__()
+    with pytest.raises(InsufficientCreditsError, match="blocks in flight"):
+        run_block(harness, client.metered("chat"))
+    if harness.is_async:
+        harness.run(first.__aexit__(None, None, None))
+    else:
+        first.__exit__(None, None, None)
+
+    assert telemetry.points("amaimedia.metered.refused") == [
+        ({"amaimedia.tool": "chat", "amaimedia.refusal": "reserved"}, 1)
+    ]
+    [refused] = [
+        span
+        for span in telemetry.spans()
+        if span.attributes and span.attributes.get("amaimedia.refusal")
+    ]
+    assert refused.attributes is not None
+    assert refused.attributes["amaimedia.refusal"] == "reserved"
+
+
 def test_the_counters_have_their_units(
     harness: Harness, fake: FakeAmaiServer, key: str, telemetry: Telemetry
 ) -> None:
