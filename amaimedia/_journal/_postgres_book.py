@@ -32,21 +32,18 @@ reservation would otherwise go uncounted.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import queue
-import secrets
-import threading
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from amaimedia._admission import Decision
 from amaimedia._exceptions import SpendJournalError
 from amaimedia._logging import logger
+
+from ._book_thread import BookThread
 
 # The journal's own helpers, one package: its schema lock (the table is made under it, as
 # the journal's are), its idle-connection check, its lazy import of psycopg.
@@ -66,8 +63,6 @@ _KEEP_SETTLED: Final = "5 minutes"
 # do, that its connection still holds its lock: after a database restart, the rows are
 # written again within about this long, not at this process's next admission only.
 _WATCH_S: Final = 1.0
-# How long interpreter exit waits for the book's thread to close its connection.
-_EXIT_WAIT_S: Final = 2.0
 
 _CREATE = (
     """
@@ -173,7 +168,8 @@ class PostgresReservationBook:
         self.location = location
         self.pid = os.getpid()
         self._worker = _Worker(connect, error)
-        weakref.finalize(self, self._worker.stop, self.pid)
+        self._thread = self._worker.thread
+        weakref.finalize(self, self._thread.stop)
 
     def __repr__(self) -> str:
         return f"PostgresReservationBook({self.location!r})"
@@ -184,12 +180,12 @@ class PostgresReservationBook:
         Raises:
             SpendJournalError: The database cannot be reached or written.
         """
-        return self._worker.ask(self._worker.admit, scope, cost, balance_after, window)
+        return self._thread.ask(self._worker.admit, scope, cost, balance_after, window)
 
     def release(self, reservation: object, charged: int | None) -> None:
         """End a reservation, in the book's thread: never blocks, never raises."""
         if isinstance(reservation, _Held):
-            self._worker.tell(self._worker.release, reservation, charged)
+            self._thread.tell(self._worker.release, reservation, charged)
 
     def reserved(self, scope: str) -> int:
         """The tokens reserved in `scope` by every live worker.
@@ -197,18 +193,18 @@ class PostgresReservationBook:
         Raises:
             SpendJournalError: The database cannot be reached or read.
         """
-        return self._worker.ask(self._worker.reserved, scope)
+        return self._thread.ask(self._worker.reserved, scope)
 
     def close(self) -> None:
         """End the book's connection and thread; this process's reservations end with it.
 
         The book opens them again if used after.
         """
-        self._worker.ask(self._worker.disconnect)
+        self._thread.ask(self._worker.disconnect)
 
 
 class _Worker:
-    """The book's thread, its connection and holder lock, and its live reservations.
+    """What the book's thread owns: its connection and holder lock, its live reservations.
 
     It holds no reference to its book nor its journal (only their functions), so that a
     journal no longer used is collected, and its book's thread stopped.
@@ -219,80 +215,32 @@ class _Worker:
         connect: Callable[[], psycopg.Connection[Any]],
         error: Callable[[str, BaseException], SpendJournalError],
     ) -> None:
-        self._connect = connect
-        self._error = error
-        self._requests: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._started = threading.Lock()
+        # Weakly: the journal holds the book, and the thread would hold the journal.
+        self._connect_to = weakref.WeakMethod(connect)
+        self._error_of = weakref.WeakMethod(error)
+        self.thread = BookThread(
+            "amaimedia-reservations",
+            on_stop=self._close,
+            on_idle=self._watch,
+            # While live reservations would go uncounted if the connection was lost.
+            idle_after=lambda: _WATCH_S if self._live else None,
+        )
         self._db: psycopg.Connection[Any] | None = None
         self._holder = 0
         self._live: dict[int, _Held] = {}
         self._table_checked = False
 
-    # -- the caller's side --------------------------------------------------------------
+    def _connect(self) -> psycopg.Connection[Any]:
+        connect = self._connect_to()
+        if connect is None:
+            raise SpendJournalError("the spend journal of this reservation book was closed")
+        return connect()
 
-    def ask(self, call: Callable[..., _T], *arguments: Any) -> _T:
-        """Run `call` in the thread and wait for its result (or its exception)."""
-        done: Future[_T] = Future()
-
-        def request() -> None:
-            try:
-                done.set_result(call(*arguments))
-            except BaseException as exc:
-                done.set_exception(exc)
-
-        self._send(request)
-        return done.result()
-
-    def tell(self, call: Callable[..., object], *arguments: Any) -> None:
-        """Run `call` in the thread, without waiting; its failures are logged only."""
-
-        def request() -> None:
-            try:
-                call(*arguments)
-            except Exception as exc:  # the reservation then ends with this process
-                logger.debug("the reservation book could not end a reservation: %s", exc)
-
-        with contextlib.suppress(RuntimeError):  # interpreter exit: no new thread
-            self._send(request)
-
-    def _send(self, request: Callable[[], None]) -> None:
-        with self._started:
-            if self._thread is None or not self._thread.is_alive():
-                # A daemon thread: a process that exits without collecting its journal is
-                # not held up by it (the exit hook of `stop` closes the connection).
-                self._thread = threading.Thread(
-                    target=self._run, name="amaimedia-reservations", daemon=True
-                )
-                self._thread.start()
-        self._requests.put(request)
-
-    def stop(self, pid: int) -> None:
-        """Stop the thread, which closes the connection; at exit, wait for it a moment."""
-        if os.getpid() != pid:  # a forked child: the parent's connection is not ours
-            return
-        with self._started:
-            thread = self._thread
-        if thread is None or not thread.is_alive():
-            self._close()
-            return
-        self._requests.put(None)
-        if thread is not threading.current_thread():
-            thread.join(_EXIT_WAIT_S)
-
-    # -- the thread's side --------------------------------------------------------------
-
-    def _run(self) -> None:
-        while True:
-            try:
-                request = self._requests.get(timeout=_WATCH_S if self._live else None)
-            except queue.Empty:
-                self._watch()
-                continue
-            if request is None:
-                self._close()
-                return
-            request()
+    def _error(self, what: str, exc: BaseException) -> SpendJournalError:
+        error = self._error_of()
+        if error is None:  # pragma: no cover - its journal is gone: nothing is shown
+            return SpendJournalError(f"cannot {what} the spend journal")
+        return error(what, exc)
 
     def _watch(self) -> None:
         """Connect again if the connection was lost while live reservations need it."""
@@ -322,7 +270,7 @@ class _Worker:
             if not self._table_checked:
                 _create_table(db)
                 self._table_checked = True
-            holder = secrets.randbits(63)
+            holder = _random_bits(63)
             db.execute("SELECT pg_advisory_lock(%s)", (holder,))
             if self._live:
                 _rewrite(db, holder, list(self._live.values()))
@@ -418,3 +366,8 @@ def _rewrite(db: psycopg.Connection[Any], holder: int, live: list[_Held]) -> Non
             db.execute("SELECT pg_advisory_xact_lock(%s)", (scope_lock(scope),))
         for held in live:
             db.execute(_REWRITE, (held.id, held.scope, held.tokens, holder))
+
+
+def _random_bits(bits: int) -> int:
+    # os.urandom, not `secrets`: a script's own secrets.py, first on sys.path, shadows it.
+    return int.from_bytes(os.urandom(8), "big") >> (64 - bits)
