@@ -27,6 +27,7 @@ import weakref
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from amaimedia._exceptions import APIError, SpendJournalError
 from amaimedia._logging import logger
@@ -34,6 +35,9 @@ from amaimedia._types import Units
 
 from ._integrity import encode_units, new_salt
 from ._protocol import EntryId, StoredEntry, read_entry
+
+if TYPE_CHECKING:
+    from ._sqlite_book import SQLiteReservationBook
 
 __all__ = ["SQLiteSpendJournal"]
 
@@ -108,6 +112,8 @@ class SQLiteSpendJournal:
             raise TypeError(f"spend_journal must be a path, got {type(path).__name__}")
         self.path = Path(path).expanduser().resolve()
         self._local = threading.local()
+        self._books: dict[int, SQLiteReservationBook] = {}
+        self._books_lock = threading.Lock()
         directory_existed = self.path.parent.is_dir()
         try:
             _make_directories(self.path.parent)
@@ -146,6 +152,23 @@ class SQLiteSpendJournal:
     def salt(self) -> str:
         """The journal's random salt, made with the file."""
         return self._salt
+
+    def reservation_book(self) -> SQLiteReservationBook:
+        """This process's view of the reservation book in the journal's file.
+
+        One per journal and process, with a thread and a connection of its own
+        (`_sqlite_book.py`). A child of `fork()` gets a new one; the parent's is left
+        alone there.
+        """
+        from ._sqlite_book import SQLiteReservationBook
+
+        pid = os.getpid()
+        with self._books_lock:
+            book = self._books.get(pid)
+            if book is None:
+                book = SQLiteReservationBook(self.path)
+                self._books = {pid: book}
+            return book
 
     def _close_mine(self) -> None:
         """Close this thread's connection now, if it has one: a journal refused is not kept."""

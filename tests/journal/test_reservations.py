@@ -29,7 +29,7 @@ from amaimedia._journal._postgres_book import PostgresReservationBook
 from amaimedia._journal._sqlite import SQLiteSpendJournal
 from tests.postgres import PostgresServer, drop_database, fresh_database
 
-KINDS = ["postgres"]
+KINDS = ["sqlite", "postgres"]
 SCOPE = "scope-a"
 OTHER = "scope-b"
 # Generous bounds for what must happen "at once": never a timing assertion on speed.
@@ -65,7 +65,10 @@ def journals(kind: str, target: str) -> Iterator[list[Any]]:
     opened: list[Any] = []
     yield opened
     for journal in opened:
-        journal.close()
+        if isinstance(journal, PostgresSpendJournal):
+            journal.close()
+        else:
+            journal.reservation_book().close()
 
 
 def book_of(journal: SQLiteSpendJournal | PostgresSpendJournal) -> SharedBook:
@@ -406,3 +409,41 @@ def test_a_role_without_create_uses_an_existing_table(postgres_url: str) -> None
         with psycopg.connect(postgres_url, autocommit=True) as db:
             db.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
             db.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+# -- SQLite: the file's write lock -------------------------------------------------------
+
+
+def test_a_release_never_waits_for_the_files_write_lock(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "journal.sqlite3"
+    journal = SQLiteSpendJournal(path)
+    book = journal.reservation_book()
+    try:
+        decision = admit(book, 10, 100)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process writing, for seconds
+        try:
+            started = time.monotonic()
+            book.release(decision.reservation, None)
+            assert time.monotonic() - started < 1.0
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        wait_until(lambda: book.reserved(SCOPE) == 0)
+    finally:
+        book.close()
+
+
+def test_a_closed_book_ends_its_reservations(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    mine = SQLiteSpendJournal(path).reservation_book()
+    theirs = SQLiteSpendJournal(path).reservation_book()
+    try:
+        assert admit(mine, 60, 100).admitted
+        assert theirs.reserved(SCOPE) == 60
+        mine.close()
+        assert theirs.reserved(SCOPE) == 0
+    finally:
+        theirs.close()
