@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import logging
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,19 @@ import amaimedia._retry
 from amaimedia import AiohttpTransport, AmaiClient, AmaiError, AsyncAmaiClient, SpendFailedError
 
 THREADS, SYNC_BLOCKS, TASKS = 16, 48, 100
+
+# The SDK logs a WARNING for each spend that failed for good, and the faults make some
+# fail: an app with logging set up keeps them in its logs, as this handler does, so that
+# stderr shows only what the interpreter itself prints at exit.
+SDK_RECORDS: list[logging.LogRecord] = []
+
+
+class _Keep(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        SDK_RECORDS.append(record)
+
+
+logging.getLogger("amaimedia").addHandler(_Keep())
 
 
 class Planned(Exception):
