@@ -297,8 +297,11 @@ class Admission:
         self._scope = scope
         self._journal = journal
 
-    @property
-    def _shared(self) -> tuple[SharedBook, str] | None:
+    def shared_book(self) -> tuple[SharedBook, str] | None:
+        """The journal's book and the account's scope in it; `None` for this process's alone.
+
+        Admission through it does I/O: the async client runs it in a thread.
+        """
         journal = self._journal
         if journal is None or not journal.is_open:
             return None
@@ -308,16 +311,18 @@ class Admission:
         book: SharedBook = opener()
         return book, journal.scope
 
-    @property
-    def is_shared(self) -> bool:
-        """Whether admission goes through a journal's book (and so, in a thread for async)."""
-        return self._shared is not None
-
     def reserved_tokens(self) -> int:
         """The tokens this process's blocks in flight have reserved, for this account."""
         return process_book().reserved(self._scope)
 
-    def admit(self, tool: str, units: Units, quote: Quote, asked: float) -> Reservation:
+    def admit(
+        self,
+        tool: str,
+        units: Units,
+        quote: Quote,
+        asked: float,
+        shared: tuple[SharedBook, str] | None = None,
+    ) -> Reservation:
         """Reserve the quoted cost of a block, or refuse the block.
 
         Args:
@@ -325,6 +330,8 @@ class Admission:
             units: Its units, for the message.
             quote: Its quote, which allowed it.
             asked: When the quote was sent, by `time.monotonic()`.
+            shared: What `shared_book()` returned, looked up once per block; `None` for
+                this process's book alone.
 
         Raises:
             InsufficientCreditsError: The balance is committed to the blocks in flight;
@@ -332,7 +339,6 @@ class Admission:
         """
         cost = quote.cost_tokens
         local = process_book()
-        shared = self._shared
         if shared is not None:
             book, scope = shared
             try:

@@ -169,11 +169,12 @@ def _admit(
     admission: Admission, tool: str, units: Units, quote: Quote, asked: float
 ) -> Reservation:
     """Reserve the block's cost, or raise `InsufficientCreditsError`; see `_admission.py`."""
-    if not admission.is_shared:
+    shared = admission.shared_book()
+    if shared is None:
         return admission.admit(tool, units, quote, asked)
     # The journal's book is in its database: off the event loop, and a task cancelled
     # meanwhile gives back what the thread reserved for it.
-    return claim_inline(admission.admit, _give_back, tool, units, quote, asked)
+    return claim_inline(admission.admit, _give_back, tool, units, quote, asked, shared)
 
 
 def _give_back(reservation: Reservation) -> None:
