@@ -167,6 +167,10 @@ class PostgresReservationBook:
     ) -> None:
         self.location = location
         self.pid = os.getpid()
+        # The journal lives while its book is used: `connect` and `error` are its bound
+        # methods, held here (a cycle through the journal's books, collected with it); its
+        # thread's worker holds them weakly only, as a running thread is never collected.
+        self._journal_functions = (connect, error)
         self._worker = _Worker(connect, error)
         self._thread = self._worker.thread
         weakref.finalize(self, self._thread.stop)

@@ -411,6 +411,37 @@ def test_a_role_without_create_uses_an_existing_table(postgres_url: str) -> None
             db.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
+def test_a_book_keeps_its_journal_while_it_is_used(postgres_url: str) -> None:
+    import gc
+
+    # The journal is used only through its book: it must live as long as the book does.
+    book = PostgresSpendJournal(postgres_url).reservation_book()
+    gc.collect()
+    try:
+        assert book.reserved(SCOPE) == 0
+        assert admit(book, 10, 100).admitted
+    finally:
+        book.close()
+
+
+def test_a_journal_dropped_with_its_book_stops_the_books_thread(postgres_url: str) -> None:
+    import gc
+
+    def book_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "amaimedia-reservations"}
+
+    before = book_threads()
+    journal = PostgresSpendJournal(postgres_url)
+    assert journal.reservation_book().reserved(SCOPE) == 0
+    threads = book_threads() - before
+    assert len(threads) == 1
+    del journal
+    gc.collect()
+    for thread in threads:
+        thread.join(5)
+    assert not any(thread.is_alive() for thread in threads)
+
+
 # -- SQLite: the file's write lock -------------------------------------------------------
 
 
