@@ -96,9 +96,12 @@ __all__ = [
 # Nothing but the version loads with the package: pytest imports the SDK's plugin
 # (amaimedia.testing.pytest_plugin, and so this package) in every run of every project that
 # installs the SDK, and a run that does not use the `amai_fake` fixture should not pay for
-# the clients, httpx and pydantic. The first public name used loads them all at once, so
-# that from then on the package is what it would be if it had imported them.
-_SDK = {
+# the clients, httpx and pydantic. A public name loads its own module when it is first used,
+# and that module what it needs: `from amaimedia import AmaiClient` loads the sync client,
+# not the async one, the metered blocks, the journal or pydantic's model machinery, which
+# load with the first call or the first model used (docs/performance.md, "Import time").
+_PUBLIC = {
+    "AiohttpTransport": "._transports._aiohttp",
     "AsyncAmaiClient": "._async_client",
     "AsyncMeteredBlock": "._async_metered",
     "AmaiClient": "._client",
@@ -123,7 +126,9 @@ _SDK = {
         ["ChargeEvent", "Hooks", "RequestEvent", "ResponseEvent", "RetryEvent"], "._events"
     ),
     **dict.fromkeys(["JournalEntry", "PendingSpend", "RefusedSpend", "SpendJournal"], "._journal"),
+    "PostgresSpendJournal": "._journal._postgres",
     "ReplayReport": "._journal._replay",
+    "SQLiteSpendJournal": "._journal._sqlite",
     **dict.fromkeys(["Meter", "MeterState"], "._meter"),
     "MeteredBlock": "._metered",
     **dict.fromkeys(["Charge", "CheckRequest", "ErrorBody", "Quote", "SpendRequest"], "._models"),
@@ -133,42 +138,24 @@ _SDK = {
     ),
 }
 
-# Loaded when first used, not with the SDK: what needs aiohttp, psycopg or sqlite3.
-_LAZY = {
-    "AiohttpTransport": "._transports._aiohttp",
-    "PostgresSpendJournal": "._journal._postgres",
-    "SQLiteSpendJournal": "._journal._sqlite",
-}
-
-
-def _load_sdk() -> None:
-    import importlib
-
-    modules = {module: importlib.import_module(module, __name__) for module in _SDK.values()}
-    found = {name: getattr(modules[module], name) for name, module in _SDK.items()}
-    # Tracebacks, reprs and the API reference show the public path (amaimedia.Quote), not
-    # the private module a class happens to live in.
-    for obj in found.values():
-        if isinstance(obj, type):
-            obj.__module__ = __name__
-    globals().update(found)
-
 
 def __getattr__(name: str) -> object:
-    if name not in _SDK and name not in _LAZY:
+    module_name = _PUBLIC.get(name)
+    if module_name is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    if "AmaiClient" not in globals():
-        _load_sdk()
-    if name in _SDK:
-        return globals()[name]
     import importlib
 
-    module = _LAZY[name]
-
-    value: type = getattr(importlib.import_module(module, __name__), name)
-    value.__module__ = __name__
-    globals()[name] = value
-    return value
+    module = importlib.import_module(module_name, __name__)
+    # Every public name of the module at once, and its classes under the public path, so
+    # that tracebacks, reprs and the API reference show amaimedia.Meter, not the private
+    # module a class happens to live in. The modules whose classes reach a caller before
+    # any name of the package is used (errors, models, NotGiven) do this themselves.
+    found = {n: getattr(module, n) for n, m in _PUBLIC.items() if m == module_name}
+    for value in found.values():
+        if isinstance(value, type):
+            value.__module__ = __name__
+    globals().update(found)
+    return found[name]
 
 
 def __dir__() -> list[str]:

@@ -13,33 +13,32 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import httpx
 
-from ._answer import bound_answer
-from ._async_metered import AsyncMeteredBlock, areplay_journal
-from ._base_client import BaseClient
-from ._config import ClientConfig, TransportOptions, check_runtime
-from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_AFTER, DEFAULT_TIMEOUT
-from ._exceptions import AmaiError
-from ._journal import JournalTarget, PendingSpend
-from ._journal._replay import DEFAULT_MAX_AGE, ReplayReport, ReplayRules
-from ._logging import configure_from_env
-from ._metered_base import ReferenceArgument
-from ._models import Charge, Quote, SpendRequest, build_models, models_built
-from ._offload import run_in_thread
-from ._raw_response import RawResponse
-from ._references import new_reference
-from ._response import (
-    connection_error,
-    dead_loop_error,  # async only
+from ._base_client import BaseClient, build_models, models_built
+from ._constants import (
+    DEFAULT_MAX_AGE,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_MAX_RETRY_AFTER,
+    DEFAULT_TIMEOUT,
 )
+from ._logging import configure_from_env
+from ._offload import run_in_thread
 from ._types import TimeoutTypes, ToolName, Units
 
+# The rest is imported where it is used, so that `from amaimedia import AmaiClient` loads
+# little more than httpx and pydantic do (see _base_client.py).
 if TYPE_CHECKING:
     import psycopg
 
+    from ._async_metered import AsyncMeteredBlock
+    from ._config import ClientConfig, TransportOptions
     from ._deadline import Deadline
     from ._events import Hooks
-    from ._journal import ScopedJournal
+    from ._journal import JournalTarget, PendingSpend, ScopedJournal
+    from ._journal._replay import ReplayReport
+    from ._metered_base import ReferenceArgument
+    from ._models import Charge, Quote
     from ._observer import CallInfo
+    from ._raw_response import RawResponse
     from ._types import VerifyTypes
 
 __all__ = ["AsyncAmaiClient", "AsyncRawResponseClient"]
@@ -143,6 +142,7 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         admission: bool = True,
         dangerously_allow_browser: bool = False,
     ) -> None:
+        from ._config import ClientConfig, TransportOptions, check_runtime
         from ._transports import resolve_async_transport  # async only
 
         try:
@@ -262,12 +262,16 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             await run_in_thread(build_models)
         request, call = self._check_request(tool, units)
         quote, response = await self._send_with_response(request, self._parse_quote, call)
+        from ._raw_response import RawResponse
+
         return RawResponse(response, quote)
 
     async def _raw_spend(
         self, tool: ToolName | str, units: Units, reference: str | None
     ) -> RawResponse[Charge]:
         charge, response = await self._spend_with_response(tool, units, reference)
+        from ._raw_response import RawResponse
+
         return RawResponse(response, charge)
 
     async def _spend(
@@ -294,6 +298,8 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         warn_on_failure: bool = True,
     ) -> tuple[Charge, httpx.Response]:
         """`_spend()`, and the answer the charge is of (for `with_raw_response`)."""
+        from ._exceptions import AmaiError
+
         if not models_built():
             await run_in_thread(build_models)
         request, call = self._spend_request(tool, units, reference, warn_on_failure)
@@ -346,6 +352,8 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             SpendFailedError: On exit, the work succeeded but its spend finally failed;
                 its `__cause__` tells why, and its message says how to replay it.
         """
+        from ._async_metered import AsyncMeteredBlock
+
         arguments = self._metered_arguments(tool, units, reference)
         return AsyncMeteredBlock(self, arguments, self._journal)
 
@@ -389,6 +397,9 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             ValueError: An argument is impossible; nothing was written.
             SpendJournalError: The write failed (your transaction is then aborted).
         """
+        from ._models import SpendRequest
+        from ._references import new_reference
+
         if reference is None:
             reference = new_reference()
         body = SpendRequest.from_arguments(tool=tool, units=units, reference=reference)
@@ -470,6 +481,9 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             TypeError: An age is neither seconds nor a `timedelta`, or `previous_keys`
                 is not a list of str.
         """
+        from ._async_metered import areplay_journal
+        from ._journal._replay import ReplayRules
+
         rules = ReplayRules(max_age, older_than)
         try:
             previous = self._previous_journal_keys(previous_keys)
@@ -505,6 +519,8 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
 
         `parse` turns an answer into the result, or raises its error.
         """
+        from ._exceptions import AmaiError
+
         deadline = self._deadline()
         # Hooks, logs and OpenTelemetry see the call through this, never the request's
         # headers (see _observer.py).
@@ -546,6 +562,9 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         return result
 
     async def _attempt(self, request: httpx.Request, deadline: Deadline | None) -> httpx.Response:
+        from ._answer import bound_answer
+        from ._response import dead_loop_error  # async only
+
         try:
             response = await self._http.send(request, follow_redirects=False, stream=True)
             try:
@@ -557,6 +576,8 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
                 await response.aclose()
             return response
         except httpx.RequestError as exc:
+            from ._response import connection_error
+
             raise connection_error(exc, request) from exc
         except RuntimeError as exc:  # async only
             # A pool of the caller's whose connections belong to an event loop that ended.

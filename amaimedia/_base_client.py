@@ -9,43 +9,56 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import httpx
 
-from ._admission import Admission, process_scope
-from ._config import (
-    ClientConfig,
-    TransportOptions,
-    resolve_api_key,
-    resolve_base_url,
-    resolve_max_retries,
-    resolve_max_retry_after,
-    resolve_timeout,
-    resolve_total_timeout,
-)
-from ._deadline import Deadline
-from ._exceptions import AmaiError
-from ._in_flight import InFlight
-from ._journal import JournalOpening, journal_keys, previous_journal_keys
 from ._logging import logger
-from ._metered_base import MeteredArguments, ReferenceArgument
-from ._models import Charge, CheckRequest, Quote, SpendRequest
-from ._observer import CallInfo, Observer
-from ._printable import printable
-from ._references import new_reference
-from ._response import parse_response, request_id_of
-from ._retry import RetryPolicy
 from ._types import NOT_GIVEN, NotGiven, TimeoutTypes, Units
 
+# Only what `from amaimedia import AmaiClient` needs loads with the client: the rest is
+# imported where it is used, by the constructor (configuration, observer, retry policy,
+# admission, journal) or by the first call (models, answer mapping, errors), so that the
+# import costs little more than httpx's and pydantic's own (docs/performance.md).
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from ._admission import Admission
+    from ._config import ClientConfig, TransportOptions
+    from ._deadline import Deadline
     from ._events import Hooks
-    from ._journal import JournalKeys, JournalTarget, ScopedJournal
+    from ._in_flight import InFlight
+    from ._journal import JournalKeys, JournalOpening, JournalTarget, ScopedJournal
+    from ._metered_base import MeteredArguments, ReferenceArgument
+    from ._models import Charge, CheckRequest, Quote, SpendRequest
+    from ._observer import CallInfo, Observer
+    from ._retry import RetryPolicy
 
-__all__ = ["BaseClient"]
+__all__ = ["BaseClient", "build_models", "models_built"]
+
+_MODELS = "amaimedia._models"
+
+
+def models_built() -> bool:
+    """Whether the models are loaded and built, so that a call builds nothing any more.
+
+    Asked before every call: it loads nothing (pydantic's model machinery loads with the
+    models, on the first call).
+    """
+    models = sys.modules.get(_MODELS)
+    return models is not None and bool(models.models_built())
+
+
+def build_models() -> None:
+    """Load the models, pydantic's model machinery with them, and build their validators.
+
+    The async client runs this off its event loop, as its first call's first step.
+    """
+    from ._models import build_models
+
+    build_models()
 
 
 _HttpT = TypeVar("_HttpT", httpx.Client, httpx.AsyncClient)
@@ -86,6 +99,9 @@ class BaseClient(Generic[_HttpT]):
         if not isinstance(admission, bool):
             raise TypeError(f"admission must be True or False, got {type(admission).__name__}")
         self._admits = admission
+        from ._in_flight import InFlight
+        from ._observer import Observer
+
         # Checked first: a bad hooks argument fails before a pool or a journal is opened.
         observer = Observer(hooks, tracer_provider=tracer_provider, meter_provider=meter_provider)
         if http_client is None:
@@ -111,11 +127,11 @@ class BaseClient(Generic[_HttpT]):
         # an async client inside a running loop, checked now and opened off the loop
         # before the first block or replay does anything (see JournalOpening).
         try:
-            self._journal_opening = (
-                None
-                if spend_journal is None
-                else JournalOpening(spend_journal, defer=self._defers_journal())
-            )
+            self._journal_opening = None
+            if spend_journal is not None:
+                from ._journal import JournalOpening
+
+                self._journal_opening = JournalOpening(spend_journal, defer=self._defers_journal())
         except BaseException:
             del spend_journal  # it may hold a password: see open_journal()
             raise
@@ -124,6 +140,10 @@ class BaseClient(Generic[_HttpT]):
     def _setup(
         self, config: ClientConfig, http: _HttpT, *, owns_http: bool, observer: Observer
     ) -> None:
+        from ._admission import Admission, process_scope
+        from ._observer import Observer
+        from ._retry import RetryPolicy
+
         self._config = config
         self._retry_policy = RetryPolicy(config.max_retries, config.max_retry_after)
         self._http = http
@@ -134,7 +154,7 @@ class BaseClient(Generic[_HttpT]):
         # carry another key).
         self._journal = None
         if self._journal_opening is not None:
-            from ._journal import ScopedJournal
+            from ._journal import ScopedJournal, journal_keys
 
             keys = journal_keys(config.api_key, config.base_url)
             self._journal = ScopedJournal(self._journal_opening, keys)
@@ -169,6 +189,8 @@ class BaseClient(Generic[_HttpT]):
             TypeError: Not a list of str.
             ValueError: A malformed key (named by its index, never shown).
         """
+        from ._journal import previous_journal_keys
+
         try:
             return previous_journal_keys(previous_keys, self._config.api_key, self.base_url)
         except BaseException:
@@ -256,6 +278,17 @@ class BaseClient(Generic[_HttpT]):
         Returns:
             A new client of the same class.
         """
+        from ._config import (
+            ClientConfig,
+            resolve_api_key,
+            resolve_base_url,
+            resolve_max_retries,
+            resolve_max_retry_after,
+            resolve_timeout,
+            resolve_total_timeout,
+        )
+        from ._observer import Observer
+
         old = self._config
         try:
             key = old.api_key if isinstance(api_key, NotGiven) else resolve_api_key(api_key)
@@ -305,10 +338,14 @@ class BaseClient(Generic[_HttpT]):
     def _metered_arguments(
         tool: str, units: Units, reference: ReferenceArgument
     ) -> MeteredArguments:
+        from ._metered_base import MeteredArguments
+
         return MeteredArguments.validate(tool, units, reference)
 
     def _require_journal(self) -> ScopedJournal:
         if self._journal is None:
+            from ._exceptions import AmaiError
+
             raise AmaiError(
                 f"this {type(self).__name__} keeps no spend journal; "
                 "create it with spend_journal='path/to/spends.sqlite3'"
@@ -318,9 +355,16 @@ class BaseClient(Generic[_HttpT]):
     def _deadline(self) -> Deadline | None:
         """The deadline of a call starting now, when the client has a `total_timeout`."""
         seconds = self._config.total_timeout
-        return None if seconds is None else Deadline(seconds)
+        if seconds is None:
+            return None
+        from ._deadline import Deadline
+
+        return Deadline(seconds)
 
     def _check_request(self, tool: str, units: Units) -> tuple[httpx.Request, CallInfo]:
+        from ._models import CheckRequest
+        from ._observer import CallInfo
+
         body = CheckRequest.from_arguments(tool=tool, units=units)
         call = CallInfo("check", body.tool, body.units)
         return self._build_request(self._config.check_url, body), call
@@ -330,7 +374,12 @@ class BaseClient(Generic[_HttpT]):
     ) -> tuple[httpx.Request, CallInfo]:
         # The reference is fixed here, before the retry loop, and the request built once:
         # every retry of a spend sends the same bytes, so it can never charge twice.
+        from ._models import SpendRequest
+        from ._observer import CallInfo
+
         if reference is None:
+            from ._references import new_reference
+
             reference = new_reference()
         body = SpendRequest.from_arguments(tool=tool, units=units, reference=reference)
         call = CallInfo("spend", body.tool, body.units, body.reference, warn_on_failure)
@@ -338,6 +387,8 @@ class BaseClient(Generic[_HttpT]):
 
     def _build_request(self, url: httpx.URL, body: CheckRequest | SpendRequest) -> httpx.Request:
         if self.is_closed:
+            from ._exceptions import AmaiError
+
             raise AmaiError(
                 f"{type(self).__name__} is closed; create a new client to send requests"
             )
@@ -354,12 +405,18 @@ class BaseClient(Generic[_HttpT]):
 
     @staticmethod
     def _parse_quote(response: httpx.Response) -> Quote:
+        from ._models import Quote
+        from ._response import parse_response
+
         _log_response(response)
         return parse_response(response, Quote)
 
     @staticmethod
     def _charge_parser(reference: str) -> Callable[[httpx.Response], Charge]:
         # The server does not echo the reference; the parser puts the one sent in Charge.
+        from ._models import Charge
+        from ._response import parse_response
+
         def parse(response: httpx.Response) -> Charge:
             _log_response(response)
             return parse_response(response, Charge, {"reference": reference})
@@ -388,6 +445,9 @@ class BaseClient(Generic[_HttpT]):
 
 def _log_response(response: httpx.Response) -> None:
     if logger.isEnabledFor(logging.DEBUG):
+        from ._printable import printable
+        from ._response import request_id_of
+
         request_id = request_id_of(response)
         logger.debug(
             "%s %s -> %d (request_id=%s)",

@@ -15,32 +15,32 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from ._answer import bound_answer
-from ._metered import MeteredBlock, replay_journal
-from ._base_client import BaseClient
-from ._config import ClientConfig, TransportOptions, check_runtime
-from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_AFTER, DEFAULT_TIMEOUT
-from ._exceptions import AmaiError
-from ._journal import JournalTarget, PendingSpend
-from ._journal._replay import DEFAULT_MAX_AGE, ReplayReport, ReplayRules
-from ._logging import configure_from_env
-from ._metered_base import ReferenceArgument
-from ._models import Charge, Quote, SpendRequest, build_models, models_built
-from ._offload import run_inline
-from ._raw_response import RawResponse
-from ._references import new_reference
-from ._response import (
-    connection_error,
+from ._base_client import BaseClient, build_models, models_built
+from ._constants import (
+    DEFAULT_MAX_AGE,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_MAX_RETRY_AFTER,
+    DEFAULT_TIMEOUT,
 )
+from ._logging import configure_from_env
+from ._offload import run_inline
 from ._types import TimeoutTypes, ToolName, Units
 
+# The rest is imported where it is used, so that `from amaimedia import AmaiClient` loads
+# little more than httpx and pydantic do (see _base_client.py).
 if TYPE_CHECKING:
     import psycopg
 
+    from ._metered import MeteredBlock
+    from ._config import ClientConfig, TransportOptions
     from ._deadline import Deadline
     from ._events import Hooks
-    from ._journal import ScopedJournal
+    from ._journal import JournalTarget, PendingSpend, ScopedJournal
+    from ._journal._replay import ReplayReport
+    from ._metered_base import ReferenceArgument
+    from ._models import Charge, Quote
     from ._observer import CallInfo
+    from ._raw_response import RawResponse
     from ._types import VerifyTypes
 
 __all__ = ["AmaiClient", "RawResponseClient"]
@@ -138,6 +138,7 @@ class AmaiClient(BaseClient[httpx.Client]):
         admission: bool = True,
         dangerously_allow_browser: bool = False,
     ) -> None:
+        from ._config import ClientConfig, TransportOptions, check_runtime
 
         try:
             check_runtime(dangerously_allow_browser)
@@ -254,12 +255,16 @@ class AmaiClient(BaseClient[httpx.Client]):
             run_inline(build_models)
         request, call = self._check_request(tool, units)
         quote, response = self._send_with_response(request, self._parse_quote, call)
+        from ._raw_response import RawResponse
+
         return RawResponse(response, quote)
 
     def _raw_spend(
         self, tool: ToolName | str, units: Units, reference: str | None
     ) -> RawResponse[Charge]:
         charge, response = self._spend_with_response(tool, units, reference)
+        from ._raw_response import RawResponse
+
         return RawResponse(response, charge)
 
     def _spend(
@@ -286,6 +291,8 @@ class AmaiClient(BaseClient[httpx.Client]):
         warn_on_failure: bool = True,
     ) -> tuple[Charge, httpx.Response]:
         """`_spend()`, and the answer the charge is of (for `with_raw_response`)."""
+        from ._exceptions import AmaiError
+
         if not models_built():
             run_inline(build_models)
         request, call = self._spend_request(tool, units, reference, warn_on_failure)
@@ -338,6 +345,8 @@ class AmaiClient(BaseClient[httpx.Client]):
             SpendFailedError: On exit, the work succeeded but its spend finally failed;
                 its `__cause__` tells why, and its message says how to replay it.
         """
+        from ._metered import MeteredBlock
+
         arguments = self._metered_arguments(tool, units, reference)
         return MeteredBlock(self, arguments, self._journal)
 
@@ -381,6 +390,9 @@ class AmaiClient(BaseClient[httpx.Client]):
             ValueError: An argument is impossible; nothing was written.
             SpendJournalError: The write failed (your transaction is then aborted).
         """
+        from ._models import SpendRequest
+        from ._references import new_reference
+
         if reference is None:
             reference = new_reference()
         body = SpendRequest.from_arguments(tool=tool, units=units, reference=reference)
@@ -462,6 +474,9 @@ class AmaiClient(BaseClient[httpx.Client]):
             TypeError: An age is neither seconds nor a `timedelta`, or `previous_keys`
                 is not a list of str.
         """
+        from ._metered import replay_journal
+        from ._journal._replay import ReplayRules
+
         rules = ReplayRules(max_age, older_than)
         try:
             previous = self._previous_journal_keys(previous_keys)
@@ -497,6 +512,8 @@ class AmaiClient(BaseClient[httpx.Client]):
 
         `parse` turns an answer into the result, or raises its error.
         """
+        from ._exceptions import AmaiError
+
         deadline = self._deadline()
         # Hooks, logs and OpenTelemetry see the call through this, never the request's
         # headers (see _observer.py).
@@ -538,6 +555,8 @@ class AmaiClient(BaseClient[httpx.Client]):
         return result
 
     def _attempt(self, request: httpx.Request, deadline: Deadline | None) -> httpx.Response:
+        from ._answer import bound_answer
+
         try:
             response = self._http.send(request, follow_redirects=False, stream=True)
             try:
@@ -549,6 +568,8 @@ class AmaiClient(BaseClient[httpx.Client]):
                 response.close()
             return response
         except httpx.RequestError as exc:
+            from ._response import connection_error
+
             raise connection_error(exc, request) from exc
             # A pool of the caller's whose connections belong to an event loop that ended.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Final
 
 DEFAULT_BASE_URL: Final = "https://api.amaimedia.com"
@@ -25,6 +26,10 @@ ENV_BASE_URL: Final = "AMAI_BASE_URL"
 ENV_LOG: Final = "AMAI_LOG"
 
 LOGGER_NAME: Final = "amaimedia"
+
+# How old a journal's entry may be for a replay to send it: the API does not say how long
+# it remembers a reference (see _journal/_replay.py).
+DEFAULT_MAX_AGE: Final = timedelta(days=7)
 
 # The most of an answer's body the SDK reads, and the most it decodes that body to: the
 # API's answers are under 200 bytes, and a few bytes of "gzip, gzip" can expand to gigabytes.

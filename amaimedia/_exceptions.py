@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 import httpx
 
-from ._html import html_table
 from ._printable import printable
 
 if TYPE_CHECKING:
@@ -97,6 +96,8 @@ class AmaiError(Exception):
 
     def _repr_html_(self) -> str:
         """What the error knows, as a small HTML table for notebooks; never its response."""
+        from ._html import html_table
+
         known = ((name, getattr(self, name, None)) for name in _HTML_FIELDS)
         return html_table(type(self).__name__, [(n, v) for n, v in known if v is not None])
 
@@ -362,3 +363,11 @@ def _keep_answer(
 
 def _reason_phrase(status_code: int) -> str:
     return httpx.codes.get_reason_phrase(status_code) or "error"
+
+
+# Raised to callers who may not have used a name of the package yet (it loads with the
+# first call, not with the client): the classes take their public path here, so that a
+# traceback shows `amaimedia.APIError` whichever way the error came.
+for _name in __all__:
+    globals()[_name].__module__ = "amaimedia"
+del _name

@@ -319,3 +319,11 @@ if hasattr(os, "register_at_fork"):  # pragma: no branch - every POSIX system
 def models_built() -> bool:
     """Whether `build_models()` has run, so that no call builds a validator any more."""
     return _built
+
+
+# Returned to callers who may not have used a name of the package: the public path is set
+# here, as amaimedia/__init__.py sets it for what it loads (reprs and pickles say
+# `amaimedia.Quote`). The fields' annotations are resolved already, at class creation.
+for _model in (Charge, CheckRequest, ErrorBody, Quote, SpendRequest):
+    _model.__module__ = "amaimedia"
+del _model

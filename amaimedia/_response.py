@@ -24,10 +24,10 @@ import ssl
 import time
 from datetime import timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Final, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic_core import ValidationError  # pydantic's own, without its model machinery
 
 from ._constants import MAX_RETRY_AFTER_HEADER
 from ._exceptions import (
@@ -42,9 +42,11 @@ from ._exceptions import (
     ServerError,
     _ErrorDetails,
 )
-from ._models import ErrorBody
 from ._printable import printable
 from ._tracebacks import forget_frames_holding
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 __all__ = [
     "connection_error",
@@ -56,7 +58,7 @@ __all__ = [
     "unread_answer_error",
 ]
 
-_T = TypeVar("_T", bound=BaseModel)
+_T = TypeVar("_T", bound="BaseModel")
 
 _BY_ERROR_STRING: Final[dict[str, type[APIError]]] = {
     "auth_required": AuthenticationError,
@@ -172,6 +174,8 @@ def error_from_response(
     if key is not None:
         # Before anything is read from it: every field the message quotes is blanked then.
         body = _without_key(body, key)
+    from ._models import ErrorBody  # loaded with the first call's models: no cost here
+
     details = ErrorBody.model_validate(body) if isinstance(body, dict) else ErrorBody()
     status = response.status_code
     cls = _BY_ERROR_STRING.get(details.error or "")

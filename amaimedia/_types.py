@@ -68,3 +68,7 @@ class NotGiven:
 
 NOT_GIVEN: Final = NotGiven()
 """Sentinel for an argument that was not given (see [`NotGiven`][amaimedia.NotGiven])."""
+
+
+# Reached through `with_options()` defaults before any name of the package is used.
+NotGiven.__module__ = "amaimedia"

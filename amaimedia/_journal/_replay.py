@@ -13,13 +13,12 @@ import math
 from datetime import datetime, timedelta, timezone
 from typing import Final
 
+from amaimedia._constants import DEFAULT_MAX_AGE
 from amaimedia._models import Charge
 
 from ._protocol import PendingSpend, RefusedSpend
 
 __all__ = ["DEFAULT_MAX_AGE", "ReplayReport", "ReplayRules", "Seconds"]
-
-DEFAULT_MAX_AGE: Final = timedelta(days=7)
 
 Seconds = float | timedelta
 
