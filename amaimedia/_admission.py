@@ -11,8 +11,9 @@ way. The server may have answered the quote before such a charge or after it, an
 book cannot tell which; counting it may refuse a block a little early, never late. A
 charge whose answer came before the quote was sent is in the quote's balance, and is not
 counted. This process's book knows both moments on one clock; a journal's book counts,
-on the database's clock, the charges of the quote's time plus `SETTLED_MARGIN` seconds
-(the time the admission took to reach the database).
+on its storage's clock, the charges of the quote's time, of the time the admission waited
+in the book (its queue, its storage's lock), and of `SETTLED_MARGIN` seconds more (the
+admission's way to the database).
 
 The book is one per account and API, shared by every client of the process (threads,
 tasks, `with_options` copies, separate clients with the same key), and forgotten by a
@@ -56,9 +57,10 @@ __all__ = [
 ]
 
 # Seconds a journal's book adds to the time since a quote was sent, when counting the
-# charges that settled meanwhile: the admission's way to the database (the book's queue,
-# the scope's lock) is not measured, and a charge settled then must count.
-SETTLED_MARGIN: Final = 1.0
+# charges that settled meanwhile: the admission's way to the database (a network's one-way
+# trip, a thread switch) is not measured, and a charge settled then must count. The time
+# it waits in the book's queue and for the scope's lock is measured, and added by the book.
+SETTLED_MARGIN: Final = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +96,9 @@ class SharedBook(Protocol):
             scope: The account's scope in the journal.
             cost: The tokens to reserve.
             balance_after: The quote's `balance_after`.
-            window: Count the charges settled in the last `window` seconds too.
+            window: Count the charges settled in the last `window` seconds too, as
+                measured when `admit` is called: the book adds the time the admission
+                waits to reach its storage (its queue, a lock).
 
         Raises:
             SpendJournalError: The book could not be read or written.

@@ -15,12 +15,19 @@ its holder's lock is held, as `pg_locks` shows it (for the one-key form of
 stop counting as soon as the server notices the connection is gone; they are deleted by the
 next admission in their scope.
 
-Admission is atomic per scope: one transaction takes an advisory lock derived from the
-scope, then one statement deletes the dead rows, sums the live reservations and the
-charges settled within the quote's window, and inserts the new row when the quote's
-`balance_after` covers them. A released reservation that charged becomes a settled row
-(`settled_at`, `tokens` = what was charged), counted by the quotes on their way; one that
-charged nothing is deleted.
+Admission is atomic per scope, and one round trip: a function of the SDK's, made with the
+table, takes an advisory lock derived from the scope, deletes the dead rows, sums the live
+reservations and the charges settled within the quote's window, and inserts the new row
+when the quote's `balance_after` covers them. A released reservation that charged becomes
+a settled row (`settled_at`, `tokens` = what was charged), counted by the quotes on their
+way; one that charged nothing is deleted.
+
+The book's commits do not wait for the disk (`synchronous_commit = off`): a reservation
+means something only while its holder's connection lives, and a server that crashes ends
+every connection; the live reservations are written again from memory on the next one.
+What such a crash can lose is a release of its last fraction of a second: a charge then
+stops counting before its window ends, so a quote sent before it landed may admit a block
+the balance no longer covers (a restart of the database has the same effect).
 
 `release()` may be called on an event loop, so it never waits for the database: one
 thread per book owns the connection and runs every request in order, admissions waited
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,6 +67,9 @@ _T = TypeVar("_T")
 # Settled rows are counted by a quote for its window only (seconds); they are kept this
 # long, then pruned by the admissions of their scope.
 _KEEP_SETTLED: Final = "5 minutes"
+# How long a release waits for an admission to carry it, at most (seconds): one round trip
+# for both. Until it is sent, its reservation counts in full, as it did before.
+_RELEASE_WAIT_S: Final = 0.02
 # How often the book's thread checks, while it holds live reservations and has nothing to
 # do, that its connection still holds its lock: after a database restart, the rows are
 # written again within about this long, not at this process's next admission only.
@@ -75,7 +86,12 @@ _CREATE = (
         settled_at TIMESTAMPTZ
     )
     """,
-    "CREATE INDEX IF NOT EXISTS amaimedia_reservations_scope ON amaimedia_reservations (scope)",
+    # A scope's live rows (settled_at NULL, last in the index) and its settled rows by time:
+    # what an admission sums, and what it prunes, are ranges of this index.
+    """
+    CREATE INDEX IF NOT EXISTS amaimedia_reservations_scope_settled
+    ON amaimedia_reservations (scope, settled_at)
+    """,
 )
 # The holders whose lock is held now, in this database (advisory locks are per database).
 _LIVE = """
@@ -85,37 +101,71 @@ live AS (
         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
 )
 """
-# After the scope's lock: the statement's snapshot is taken after every earlier admission
-# of the scope committed. Its parts all see that snapshot (the DELETE's effect is not
-# visible to the sums), hence the liveness test in the sums too.
-_ADMIT = f"""
-WITH {_LIVE},
+# Releases, as two arrays: the rows, and what each charged. A row that charged becomes a
+# settled one, counted by the quotes of its window (from now: a release sent late counts
+# later, never less); one that charged nothing is deleted. Sent with the next admission,
+# or alone (`_RELEASE_ALONE`).
+_RELEASE = """
+WITH released AS (SELECT * FROM unnest({released}, {charged}) AS r(id, charged)),
 gone AS (
-    DELETE FROM amaimedia_reservations
-    WHERE scope = %(scope)s AND (
-        (settled_at IS NULL AND holder NOT IN (SELECT holder FROM live))
-        OR settled_at < clock_timestamp() - interval '{_KEEP_SETTLED}'
-    )
-),
-book AS (
-    SELECT
-        COALESCE(SUM(tokens) FILTER (
-            WHERE settled_at IS NULL AND holder IN (SELECT holder FROM live)), 0) AS held,
-        COUNT(*) FILTER (
-            WHERE settled_at IS NULL AND holder IN (SELECT holder FROM live)) AS blocks,
-        COALESCE(SUM(tokens) FILTER (
-            WHERE settled_at > clock_timestamp() - %(window)s * interval '1 second'), 0)
-            AS recent
-    FROM amaimedia_reservations WHERE scope = %(scope)s
-),
-added AS (
-    INSERT INTO amaimedia_reservations (scope, tokens, holder)
-    SELECT %(scope)s, %(cost)s, %(holder)s FROM book
-    WHERE %(balance_after)s - (held + recent) >= 0
-    RETURNING id
+    DELETE FROM amaimedia_reservations r USING released
+    WHERE r.id = released.id AND released.charged = 0
 )
-SELECT held + recent, blocks, (SELECT id FROM added) FROM book
+UPDATE amaimedia_reservations r SET settled_at = clock_timestamp(), tokens = released.charged
+FROM released WHERE r.id = released.id AND released.charged > 0
 """
+_RELEASE_ALONE = _RELEASE.format(released="%s::bigint[]", charged="%s::bigint[]")
+# Admission, one round trip: a function, whose every statement takes a snapshot of its
+# own (VOLATILE), so that the statements after the scope's lock see every earlier
+# admission of the scope committed. Called alone (autocommit), it is its own transaction:
+# the lock ends with it. Its name carries its version: a later SDK that words it otherwise
+# makes another. `now()` is the transaction's start, before the lock was waited for: the
+# window it opens reaches back at least as far as asked, never less.
+_ADMIT_FUNCTION: Final = "amaimedia_admit_v1"
+_ADMIT_SIGNATURE: Final = (
+    f"{_ADMIT_FUNCTION}(bigint, text, bigint, bigint, bigint, float8, bigint[], bigint[])"
+)
+_CREATE_ADMIT = f"""
+CREATE OR REPLACE FUNCTION {_ADMIT_FUNCTION}(
+    p_lock bigint, p_scope text, p_cost bigint, p_holder bigint, p_balance_after bigint,
+    p_window float8, p_released bigint[], p_charged bigint[],
+    OUT reserved bigint, OUT blocks bigint, OUT added bigint)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    v_live bigint[];
+    v_held bigint;
+    v_recent bigint;
+BEGIN
+    IF cardinality(p_released) > 0 THEN
+        {_RELEASE.format(released="p_released", charged="p_charged")};
+    END IF;
+    PERFORM pg_advisory_xact_lock(p_lock);
+    SELECT COALESCE(array_agg((l.classid::bigint << 32) | l.objid::bigint), '{{}}')
+    INTO v_live FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+        AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database());
+    DELETE FROM amaimedia_reservations r
+    WHERE r.scope = p_scope AND (
+        (r.settled_at IS NULL AND NOT r.holder = ANY (v_live))
+        OR r.settled_at < now() - interval '{_KEEP_SETTLED}');
+    SELECT COALESCE(SUM(r.tokens), 0), COUNT(*) INTO v_held, blocks
+    FROM amaimedia_reservations r
+    WHERE r.scope = p_scope AND r.settled_at IS NULL AND r.holder = ANY (v_live);
+    SELECT COALESCE(SUM(r.tokens), 0) INTO v_recent
+    FROM amaimedia_reservations r
+    WHERE r.scope = p_scope AND r.settled_at > now() - p_window * interval '1 second';
+    reserved := v_held + v_recent;
+    IF p_balance_after - reserved >= 0 THEN
+        INSERT INTO amaimedia_reservations (scope, tokens, holder)
+        VALUES (p_scope, p_cost, p_holder) RETURNING id INTO added;
+    END IF;
+END
+$$
+"""
+_ADMIT = (
+    f"SELECT reserved, blocks, added FROM {_ADMIT_FUNCTION}"
+    "(%s, %s, %s, %s, %s, %s, %s::bigint[], %s::bigint[])"
+)
 _RESERVED = f"""
 WITH {_LIVE}
 SELECT COALESCE(SUM(tokens), 0) FROM amaimedia_reservations
@@ -127,10 +177,6 @@ _REWRITE = """
 INSERT INTO amaimedia_reservations (id, scope, tokens, holder) VALUES (%s, %s, %s, %s)
 ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, settled_at = NULL
 """
-_SETTLE = (
-    "UPDATE amaimedia_reservations SET settled_at = clock_timestamp(), tokens = %s WHERE id = %s"
-)
-_DELETE = "DELETE FROM amaimedia_reservations WHERE id = %s"
 
 
 def scope_lock(scope: str) -> int:
@@ -184,7 +230,8 @@ class PostgresReservationBook:
         Raises:
             SpendJournalError: The database cannot be reached or written.
         """
-        return self._thread.ask(self._worker.admit, scope, cost, balance_after, window)
+        asked = time.monotonic()  # the time in the queue widens the window
+        return self._thread.ask(self._worker.admit, scope, cost, balance_after, window, asked)
 
     def release(self, reservation: object, charged: int | None) -> None:
         """End a reservation, in the book's thread: never blocks, never raises."""
@@ -224,14 +271,16 @@ class _Worker:
         self._error_of = weakref.WeakMethod(error)
         self.thread = BookThread(
             "amaimedia-reservations",
-            on_stop=self._close,
-            on_idle=self._watch,
-            # While live reservations would go uncounted if the connection was lost.
-            idle_after=lambda: _WATCH_S if self._live else None,
+            on_stop=self.disconnect,
+            on_idle=self._idle,
+            idle_after=self._idle_after,
         )
         self._db: psycopg.Connection[Any] | None = None
         self._holder = 0
         self._live: dict[int, _Held] = {}
+        # Released rows not yet sent, and what each charged (0: nothing): the next
+        # admission carries them, or they go alone after `_RELEASE_WAIT_S`.
+        self._released: list[tuple[int, int]] = []
         self._table_checked = False
 
     def _connect(self) -> psycopg.Connection[Any]:
@@ -245,6 +294,31 @@ class _Worker:
         if error is None:  # pragma: no cover - its journal is gone: nothing is shown
             return SpendJournalError(f"cannot {what} the spend journal")
         return error(what, exc)
+
+    def _idle_after(self) -> float | None:
+        if self._released:
+            return _RELEASE_WAIT_S
+        # While live reservations would go uncounted if the connection was lost.
+        return _WATCH_S if self._live else None
+
+    def _idle(self) -> None:
+        if self._released:
+            self._send_releases()
+        elif self._live:
+            self._watch()
+
+    def _send_releases(self) -> None:
+        """Send the releases no admission carried; a failure ends them with the connection."""
+        db = self._db
+        released, self._released = self._released, []
+        if not released or db is None or not _alive(db):
+            return  # its holder's lock is gone: the rows count no more
+        try:
+            db.execute(_RELEASE_ALONE, _arrays(released))
+        except _psycopg().Error as exc:
+            logger.debug("the reservation book could not end a reservation: %s", exc)
+            if not (db.broken or db.closed):
+                self._close()  # its rows stop counting with its holder's lock
 
     def _watch(self) -> None:
         """Connect again if the connection was lost while live reservations need it."""
@@ -274,6 +348,9 @@ class _Worker:
             if not self._table_checked:
                 _create_table(db)
                 self._table_checked = True
+            db.execute("SET synchronous_commit TO off")  # see the module's docstring
+            # The rows released but not sent were the lost connection's: they count no more.
+            self._released.clear()
             holder = _random_bits(63)
             db.execute("SELECT pg_advisory_lock(%s)", (holder,))
             if self._live:
@@ -304,19 +381,25 @@ class _Worker:
                     raise self._error(what, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def admit(self, scope: str, cost: int, balance_after: int, window: float) -> Decision:
+    def admit(
+        self, scope: str, cost: int, balance_after: int, window: float, asked: float
+    ) -> Decision:
         def run(db: psycopg.Connection[Any]) -> Decision:
-            parameters = {
-                "scope": scope,
-                "cost": cost,
-                "holder": self._holder,
-                "balance_after": balance_after,
-                "window": window,
-            }
-            with db.transaction():
-                db.execute("SELECT pg_advisory_xact_lock(%s)", (scope_lock(scope),))
-                row = db.execute(_ADMIT, parameters).fetchone()
-            assert row is not None  # one row, from the aggregate
+            released, charged = _arrays(self._released)
+            parameters = (
+                scope_lock(scope),
+                scope,
+                cost,
+                self._holder,
+                balance_after,
+                # The function's now() is its start, before it waits for the scope's lock.
+                window + (time.monotonic() - asked),
+                released,
+                charged,
+            )
+            row = db.execute(_ADMIT, parameters).fetchone()
+            assert row is not None  # one row: the function's
+            self._released.clear()  # sent, and committed with the admission
             reserved, blocks, added = int(row[0]), int(row[1]), row[2]
             if added is None:
                 return Decision(False, reserved, blocks)
@@ -327,17 +410,12 @@ class _Worker:
         return self._retrying("write the reservations of", run)
 
     def release(self, held: _Held, charged: int | None) -> None:
-        if self._live.pop(held.id, None) is None:
-            return
-        db = self._db
-        if db is None or not _alive(db):
-            return  # its holder's lock is gone: the row counts no more
-        if charged:
-            db.execute(_SETTLE, (charged, held.id))
-        else:
-            db.execute(_DELETE, (held.id,))
+        if self._live.pop(held.id, None) is not None:
+            self._released.append((held.id, charged or 0))
 
     def reserved(self, scope: str) -> int:
+        self._send_releases()  # this process's releases show at once
+
         def run(db: psycopg.Connection[Any]) -> int:
             row = db.execute(_RESERVED, (scope,)).fetchone()
             return 0 if row is None else int(row[0])
@@ -345,22 +423,41 @@ class _Worker:
         return self._retrying("read the reservations of", run)
 
     def disconnect(self) -> None:
+        """End the connection; the releases not yet sent go first, the charges among them.
+
+        The holder's lock is released before the connection closes: its rows stop counting
+        when this returns, not when the server has noticed the connection is gone.
+        """
+        self._send_releases()
         self._live.clear()
+        db = self._db
+        if db is not None and _alive(db):
+            try:
+                db.execute("SELECT pg_advisory_unlock(%s)", (self._holder,))
+            except _psycopg().Error as exc:  # the closing ends it all the same
+                logger.debug("the reservation book could not release its holder: %s", exc)
         self._close()
 
 
 def _create_table(db: psycopg.Connection[Any]) -> None:
-    """Create the table unless it exists, under the journal's schema lock.
+    """Create the table and the admission function unless they exist, under the schema lock.
 
     `CREATE ... IF NOT EXISTS` needs the `CREATE` privilege even when the table exists, so
-    it runs only when the table is missing.
+    it runs only when the table (or the function) is missing.
     """
     with db.transaction():
         db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-        row = db.execute("SELECT to_regclass('amaimedia_reservations') IS NOT NULL").fetchone()
-        if row is None or not row[0]:
+        row = db.execute(
+            "SELECT to_regclass('amaimedia_reservations') IS NOT NULL,"
+            f" to_regprocedure('{_ADMIT_SIGNATURE}') IS NOT NULL"
+        ).fetchone()
+        assert row is not None  # one row, always
+        table, function = row
+        if not table:
             for statement in _CREATE:
                 db.execute(statement)
+        if not function:
+            db.execute(_CREATE_ADMIT)
 
 
 def _rewrite(db: psycopg.Connection[Any], holder: int, live: list[_Held]) -> None:
@@ -370,6 +467,11 @@ def _rewrite(db: psycopg.Connection[Any], holder: int, live: list[_Held]) -> Non
             db.execute("SELECT pg_advisory_xact_lock(%s)", (scope_lock(scope),))
         for held in live:
             db.execute(_REWRITE, (held.id, held.scope, held.tokens, holder))
+
+
+def _arrays(released: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """The released rows and what each charged, as the two arrays `_RELEASE` takes."""
+    return [row for row, _ in released], [charged for _, charged in released]
 
 
 def _random_bits(bits: int) -> int:

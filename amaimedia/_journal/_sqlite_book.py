@@ -68,7 +68,9 @@ _CREATE = (
         settled_at REAL
     )
     """,
-    "CREATE INDEX IF NOT EXISTS reservations_scope ON reservations (scope)",
+    # A scope's live rows (settled_at NULL, first in the index) and its settled rows by
+    # time: what an admission sums, and what it prunes, are ranges of this index.
+    "CREATE INDEX IF NOT EXISTS reservations_scope_settled ON reservations (scope, settled_at)",
 )
 
 
@@ -105,7 +107,8 @@ class SQLiteReservationBook:
         Raises:
             SpendJournalError: The file cannot be read or written.
         """
-        return self._thread.ask(self._state.admit, scope, cost, balance_after, window)
+        asked = time.monotonic()  # the time in the queue widens the window
+        return self._thread.ask(self._state.admit, scope, cost, balance_after, window, asked)
 
     def release(self, reservation: object, charged: int | None) -> None:
         """End a reservation, in the book's thread: never blocks, never raises."""
@@ -185,9 +188,13 @@ class _State:
                 f"cannot {what} the reservations of the spend journal {self._path}: {exc}"
             ) from exc
 
-    def admit(self, scope: str, cost: int, balance_after: int, window: float) -> Decision:
+    def admit(
+        self, scope: str, cost: int, balance_after: int, window: float, asked: float
+    ) -> Decision:
         def run(db: sqlite3.Connection, claims: _Claims) -> Decision:
             now = time.time()
+            # Under the file's write lock: the time waited for it, and in the queue, counts.
+            window_s = window + (time.monotonic() - asked)
             self._forget_the_dead(db, claims, scope, now)
             held, blocks = db.execute(
                 "SELECT COALESCE(SUM(tokens), 0), COUNT(*) FROM reservations "
@@ -197,7 +204,7 @@ class _State:
             (recent,) = db.execute(
                 "SELECT COALESCE(SUM(tokens), 0) FROM reservations "
                 "WHERE scope = ? AND settled_at > ?",
-                (scope, now - window),
+                (scope, now - window_s),
             ).fetchone()
             reserved = int(held) + int(recent)
             if balance_after - reserved < 0:

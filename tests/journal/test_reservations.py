@@ -442,6 +442,59 @@ def test_a_journal_dropped_with_its_book_stops_the_books_thread(postgres_url: st
     assert not any(thread.is_alive() for thread in threads)
 
 
+def test_a_release_reaches_the_database_without_another_admission(postgres_url: str) -> None:
+    ours = PostgresSpendJournal(postgres_url)
+    theirs = PostgresSpendJournal(postgres_url)
+    try:
+        book = ours.reservation_book()
+        decision = admit(book, 60, 100)
+        assert theirs.reservation_book().reserved(SCOPE) == 60
+        book.release(decision.reservation, None)
+        # Sent alone once no admission came to carry it: seen from another process's book.
+        wait_until(lambda: theirs.reservation_book().reserved(SCOPE) == 0)
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_the_next_admission_carries_the_releases_before_it(postgres_url: str) -> None:
+    import psycopg
+
+    journal = PostgresSpendJournal(postgres_url)
+    try:
+        book = journal.reservation_book()
+        charged = admit(book, 10, 100)
+        refunded = admit(book, 20, 100)
+        book.release(charged.reservation, 7)
+        book.release(refunded.reservation, None)
+        later = admit(book, 5, 100)  # at once: well within the releases' wait
+        assert later.admitted
+        with psycopg.connect(postgres_url) as db:
+            rows = db.execute(
+                "SELECT tokens, settled_at IS NOT NULL FROM amaimedia_reservations ORDER BY id"
+            ).fetchall()
+        # The charge became a settled row, the refund is gone, the new block is held.
+        assert rows == [(7, True), (5, False)]
+        # The charge counts for the next quotes' window; the released blocks no more.
+        assert admit(book, 1, 100, window=30.0).reserved == 12
+    finally:
+        journal.close()
+
+
+def test_a_closed_book_stops_counting_when_close_returns(postgres_url: str) -> None:
+    ours = PostgresSpendJournal(postgres_url)
+    theirs = PostgresSpendJournal(postgres_url)
+    try:
+        for _ in range(20):  # the server ending a closed connection's locks is no race here
+            book = ours.reservation_book()
+            assert admit(book, 60, 100).admitted
+            book.close()
+            assert theirs.reservation_book().reserved(SCOPE) == 0
+    finally:
+        ours.close()
+        theirs.close()
+
+
 # -- SQLite: the file's write lock -------------------------------------------------------
 
 
