@@ -37,7 +37,7 @@ from ._constants import ACCEPTED_ENCODINGS, MAX_ANSWER_BYTES
 from ._deadline import Deadline
 from ._response import unread_answer_error
 
-__all__ = ["bound_answer"]
+__all__ = ["body_ends", "bound_answer", "late_body"]
 
 _LIMIT: Final = f"the SDK's limit of {MAX_ANSWER_BYTES:,} bytes (1 MiB)"
 _ONE_CODING: Final = "the SDK decodes one gzip or deflate coding"
@@ -92,15 +92,8 @@ class _BoundedBody(httpx.SyncByteStream, httpx.AsyncByteStream):
         self._raw = 0
         self._decoded = 0
         # The attempt's read timeout: the client's, or what the call's deadline cut it to.
-        timeout: float | None = response.request.extensions.get("timeout", {}).get("read")
-        now = time.monotonic()
-        ends = None if timeout is None else now + timeout
-        self._by_deadline = False
-        if deadline is not None:
-            call_ends = now + deadline.left()
-            if ends is None or call_ends < ends:
-                ends, self._by_deadline = call_ends, True
-        self._ends = ends
+        self._timeout: float | None = response.request.extensions.get("timeout", {}).get("read")
+        self._ends, self._by_deadline = body_ends(self._timeout, deadline)
 
     def __iter__(self) -> Iterator[bytes]:
         stream = self._stream
@@ -139,7 +132,9 @@ class _BoundedBody(httpx.SyncByteStream, httpx.AsyncByteStream):
         # machine that reads it late must not fail an answer that arrived in time); what
         # follows it, a body drip-fed piece by piece, is held to the time left.
         if self._raw and self._ends is not None and time.monotonic() > self._ends:
-            raise httpx.ReadTimeout(self._late(), request=self._response.request)
+            raise httpx.ReadTimeout(
+                late_body(self._timeout, self._by_deadline), request=self._response.request
+            )
         self._raw += len(piece)
         if self._raw > MAX_ANSWER_BYTES:
             raise unread_answer_error(self._response, f"too large: over {_LIMIT}")
@@ -155,11 +150,33 @@ class _BoundedBody(httpx.SyncByteStream, httpx.AsyncByteStream):
         if self._decoded > MAX_ANSWER_BYTES:
             raise unread_answer_error(self._response, f"too large once decoded: over {_LIMIT}")
 
-    def _late(self) -> str:
-        if self._by_deadline:
-            return "the answer's body did not arrive whole before the call's total_timeout"
-        timeout = self._response.request.extensions["timeout"]["read"]
-        return f"the answer's body did not arrive whole within {timeout:g} s of its headers"
+
+def body_ends(read_timeout: float | None, deadline: Deadline | None) -> tuple[float | None, bool]:
+    """When the body of an answer whose headers just came must be whole.
+
+    Args:
+        read_timeout: The attempt's `read` timeout: the client's, or what the call's
+            deadline cut it to.
+        deadline: The call's `total_timeout`, if it has one.
+
+    Returns:
+        The `time.monotonic()` by which the body must be in (`None`: no limit), and
+        whether the call's deadline is what sets it.
+    """
+    now = time.monotonic()
+    ends = None if read_timeout is None else now + read_timeout
+    if deadline is not None:
+        call_ends = now + deadline.left()
+        if ends is None or call_ends < ends:
+            return call_ends, True
+    return ends, False
+
+
+def late_body(read_timeout: float | None, by_deadline: bool) -> str:
+    """The message of the `httpx.ReadTimeout` of a body that came too late (`body_ends()`)."""
+    if by_deadline or read_timeout is None:
+        return "the answer's body did not arrive whole before the call's total_timeout"
+    return f"the answer's body did not arrive whole within {read_timeout:g} s of its headers"
 
 
 def _decoder_for(response: httpx.Response, value: bytes) -> _ZlibDecoder | None:

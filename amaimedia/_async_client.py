@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from ._async_metered import AsyncMeteredBlock
+    from ._base_client import Answer
     from ._config import ClientConfig, TransportOptions
     from ._deadline import Deadline
     from ._events import Hooks
@@ -38,7 +39,9 @@ if TYPE_CHECKING:
     from ._metered_base import ReferenceArgument
     from ._models import Charge, Quote
     from ._observer import CallInfo
+    from ._outgoing import Outgoing
     from ._raw_response import RawResponse
+    from ._transports._direct import DirectPath  # async only
     from ._types import VerifyTypes
 
 __all__ = ["AsyncAmaiClient", "AsyncRawResponseClient"]
@@ -118,6 +121,8 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
 
     _http_client_class = httpx.AsyncClient
     _opens_journal_lazily = True  # async only
+    # How the client's own aiohttp pool sends past httpx's client layer: _direct.py.  # async only
+    _direct: DirectPath | None = None  # async only
     # Looked up on the instance so that tests can observe the waits without sleeping.
     _sleep: Callable[[float], Awaitable[None]] = staticmethod(asyncio.sleep)
 
@@ -180,15 +185,20 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         options: TransportOptions,
     ) -> httpx.AsyncClient:
         # Imported here: a client on a pool of the caller's never needs the transports.
-        from ._transports import new_async_transport
+        from ._transports import (
+            direct_path,  # async only
+            new_async_transport,
+        )
 
+        transport = new_async_transport(
+            options,
+            self._transport_name,  # async only
+        )
+        self._direct = direct_path(transport)  # async only
         return httpx.AsyncClient(
             timeout=config.timeout,
             follow_redirects=False,
-            transport=new_async_transport(
-                options,
-                self._transport_name,  # async only
-            ),
+            transport=transport,
         )
 
     async def check(self, tool: ToolName | str, units: Units = 1) -> Quote:
@@ -213,7 +223,7 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         if not models_built():
             await run_in_thread(build_models)
         request, call = self._check_request(tool, units)
-        return await self._send(request, self._parse_quote, call)
+        return await self._send(request, self._quote_parser(), call)
 
     async def spend(
         self, tool: ToolName | str, units: Units = 1, *, reference: str | None = None
@@ -261,18 +271,18 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         if not models_built():
             await run_in_thread(build_models)
         request, call = self._check_request(tool, units)
-        quote, response = await self._send_with_response(request, self._parse_quote, call)
+        quote, answer = await self._send_with_response(request, self._quote_parser(), call)
         from ._raw_response import RawResponse
 
-        return RawResponse(response, quote)
+        return RawResponse(answer, quote)
 
     async def _raw_spend(
         self, tool: ToolName | str, units: Units, reference: str | None
     ) -> RawResponse[Charge]:
-        charge, response = await self._spend_with_response(tool, units, reference)
+        charge, answer = await self._spend_with_response(tool, units, reference)
         from ._raw_response import RawResponse
 
-        return RawResponse(response, charge)
+        return RawResponse(answer, charge)
 
     async def _spend(
         self,
@@ -296,7 +306,7 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         units: Units,
         reference: str | None,
         warn_on_failure: bool = True,
-    ) -> tuple[Charge, httpx.Response]:
+    ) -> tuple[Charge, Answer]:
         """`_spend()`, and the answer the charge is of (for `with_raw_response`)."""
         from ._exceptions import AmaiError
 
@@ -506,15 +516,13 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             await run_in_thread(journal.open)
         return journal
 
-    async def _send(
-        self, request: httpx.Request, parse: Callable[[httpx.Response], _T], call: CallInfo
-    ) -> _T:
+    async def _send(self, request: Outgoing, parse: Callable[[Answer], _T], call: CallInfo) -> _T:
         result, _ = await self._send_with_response(request, parse, call)
         return result
 
     async def _send_with_response(
-        self, request: httpx.Request, parse: Callable[[httpx.Response], _T], call: CallInfo
-    ) -> tuple[_T, httpx.Response]:
+        self, request: Outgoing, parse: Callable[[Answer], _T], call: CallInfo
+    ) -> tuple[_T, Answer]:
         """Send `request`, retrying as the policy says; the result, and the answer it is of.
 
         `parse` turns an answer into the result, or raises its error.
@@ -524,22 +532,21 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         deadline = self._deadline()
         # Hooks, logs and OpenTelemetry see the call through this, never the request's
         # headers (see _observer.py).
-        watch = self._observer.call(call, request)
+        watch = self._observer.call(call, request.url)
 
-        async def attempt() -> tuple[_T, httpx.Response]:
+        async def attempt() -> tuple[_T, Answer]:
             if deadline is not None:
-                deadline.start_attempt(request, self._config.timeout)
+                request.start_attempt(deadline, self._config.timeout)
             started = watch.attempt_starting()
-            response = None
+            answer = None
             try:
-                with self._in_flight.attempt(request, self._http):
-                    response = await self._attempt(request, deadline)
-                result = parse(response)
+                answer = await self._attempt(request, deadline)
+                result = parse(answer)
             except Exception as exc:
-                watch.attempt_ended(started, response, exc)
+                watch.attempt_ended(started, answer, exc)
                 raise
-            watch.attempt_ended(started, response, None)
-            return result, response
+            watch.attempt_ended(started, answer, None)
+            return result, answer
 
         try:
             try:
@@ -551,7 +558,7 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
                     attempt,
                     exc,
                     sleep=self._sleep,
-                    what=f"{request.method} {request.url.path}",
+                    what=f"POST {request.url.path}",
                     deadline=deadline,
                     on_retry=watch.retrying,
                 )
@@ -561,27 +568,34 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         watch.succeeded(result[0])
         return result
 
-    async def _attempt(self, request: httpx.Request, deadline: Deadline | None) -> httpx.Response:
+    async def _attempt(self, outgoing: Outgoing, deadline: Deadline | None) -> Answer:
+        direct = self._direct  # async only
+        if direct is not None:  # async only
+            pool, in_flight = self._http, self._in_flight  # async only
+            return await direct.attempt(outgoing, in_flight, pool, deadline)  # async only
         from ._answer import bound_answer
-        from ._response import dead_loop_error  # async only
+        from ._response import (
+            connection_error,
+            dead_loop_error,  # async only
+        )
 
-        try:
-            response = await self._http.send(request, follow_redirects=False, stream=True)
+        request = outgoing.request()
+        with self._in_flight.attempt(request, self._http):
             try:
-                # Read here, so that no answer is read or held beyond the SDK's bounds:
-                # its size, its coding and its time (see _answer.py).
-                bound_answer(response, deadline)
-                await response.aread()
-            finally:
-                await response.aclose()
-            return response
-        except httpx.RequestError as exc:
-            from ._response import connection_error
-
-            raise connection_error(exc, request) from exc
-        except RuntimeError as exc:  # async only
-            # A pool of the caller's whose connections belong to an event loop that ended.
-            raise dead_loop_error(exc, request) from exc  # async only
+                response = await self._http.send(request, follow_redirects=False, stream=True)
+                try:
+                    # Read here, so that no answer is read or held beyond the SDK's bounds:
+                    # its size, its coding and its time (see _answer.py).
+                    bound_answer(response, deadline)
+                    await response.aread()
+                finally:
+                    await response.aclose()
+                return response
+            except httpx.RequestError as exc:
+                raise connection_error(exc, request) from exc
+            except RuntimeError as exc:  # async only
+                # A caller's pool whose connections belong to a loop that ended.  # async only
+                raise dead_loop_error(exc, request) from exc  # async only
 
     async def aclose(self) -> None:
         """Close the client, and its connection pool unless that belongs to someone else.

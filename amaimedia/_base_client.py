@@ -10,8 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeAlias, TypeVar
 
 import httpx
 
@@ -34,9 +33,11 @@ if TYPE_CHECKING:
     from ._metered_base import MeteredArguments, ReferenceArgument
     from ._models import Charge, CheckRequest, Quote, SpendRequest
     from ._observer import CallInfo, Observer
+    from ._outgoing import Outgoing, RequestBuilder
     from ._retry import RetryPolicy
+    from ._transports._direct import DirectAnswer
 
-__all__ = ["BaseClient", "build_models", "models_built"]
+__all__ = ["Answer", "AnswerParser", "BaseClient", "build_models", "models_built"]
 
 _MODELS = "amaimedia._models"
 
@@ -62,6 +63,10 @@ def build_models() -> None:
 
 
 _HttpT = TypeVar("_HttpT", httpx.Client, httpx.AsyncClient)
+_ModelT = TypeVar("_ModelT", bound="Quote | Charge")
+
+Answer: TypeAlias = "httpx.Response | DirectAnswer"
+"""An answer read whole: an `httpx.Response`, or a 2xx of the async client's direct path."""
 _ClientT = TypeVar("_ClientT", bound="BaseClient[Any]")
 
 
@@ -78,6 +83,7 @@ class BaseClient(Generic[_HttpT]):
     _journal_opening: JournalOpening | None
     _journal: ScopedJournal | None
     _observer: Observer
+    _requests: RequestBuilder
     _admission: Admission | None
     _admits: bool
     # Whether a client built inside a running event loop opens its journal on first use,
@@ -142,11 +148,14 @@ class BaseClient(Generic[_HttpT]):
     ) -> None:
         from ._admission import Admission, process_scope
         from ._observer import Observer
+        from ._outgoing import RequestBuilder
         from ._retry import RetryPolicy
 
         self._config = config
         self._retry_policy = RetryPolicy(config.max_retries, config.max_retry_after)
         self._http = http
+        # Built with the configuration: its requests' headers hold its key.
+        self._requests = RequestBuilder(config, http)
         self._owns_http = owns_http
         self._closed = False
         # The metered blocks see the journal only through this: the backend, and the
@@ -361,7 +370,7 @@ class BaseClient(Generic[_HttpT]):
 
         return Deadline(seconds)
 
-    def _check_request(self, tool: str, units: Units) -> tuple[httpx.Request, CallInfo]:
+    def _check_request(self, tool: str, units: Units) -> tuple[Outgoing, CallInfo]:
         from ._models import CheckRequest
         from ._observer import CallInfo
 
@@ -371,7 +380,7 @@ class BaseClient(Generic[_HttpT]):
 
     def _spend_request(
         self, tool: str, units: Units, reference: str | None, warn_on_failure: bool = True
-    ) -> tuple[httpx.Request, CallInfo]:
+    ) -> tuple[Outgoing, CallInfo]:
         # The reference is fixed here, before the retry loop, and the request built once:
         # every retry of a spend sends the same bytes, so it can never charge twice.
         from ._models import SpendRequest
@@ -385,7 +394,7 @@ class BaseClient(Generic[_HttpT]):
         call = CallInfo("spend", body.tool, body.units, body.reference, warn_on_failure)
         return self._build_request(self._config.spend_url, body), call
 
-    def _build_request(self, url: httpx.URL, body: CheckRequest | SpendRequest) -> httpx.Request:
+    def _build_request(self, url: httpx.URL, body: CheckRequest | SpendRequest) -> Outgoing:
         if self.is_closed:
             from ._exceptions import AmaiError
 
@@ -395,33 +404,20 @@ class BaseClient(Generic[_HttpT]):
         content = body.model_dump_json()
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("POST %s %s", url.path, content)
-        return self._http.build_request(
-            "POST",
-            url,
-            content=content,
-            headers=self._config.headers,
-            timeout=self._config.timeout,
-        )
+        return self._requests.build(url, content.encode())
 
     @staticmethod
-    def _parse_quote(response: httpx.Response) -> Quote:
+    def _quote_parser() -> AnswerParser[Quote]:
         from ._models import Quote
-        from ._response import parse_response
 
-        _log_response(response)
-        return parse_response(response, Quote)
+        return AnswerParser(Quote)
 
     @staticmethod
-    def _charge_parser(reference: str) -> Callable[[httpx.Response], Charge]:
+    def _charge_parser(reference: str) -> AnswerParser[Charge]:
         # The server does not echo the reference; the parser puts the one sent in Charge.
         from ._models import Charge
-        from ._response import parse_response
 
-        def parse(response: httpx.Response) -> Charge:
-            _log_response(response)
-            return parse_response(response, Charge, {"reference": reference})
-
-        return parse
+        return AnswerParser(Charge, {"reference": reference})
 
     def __repr__(self) -> str:
         config = getattr(self, "_config", None)
@@ -443,16 +439,51 @@ class BaseClient(Generic[_HttpT]):
         )
 
 
-def _log_response(response: httpx.Response) -> None:
+class AnswerParser(Generic[_ModelT]):
+    """How an answer becomes a call's result, or raises its error (`parse_response()`).
+
+    Args:
+        model: `Quote` or `Charge`.
+        context: What the model takes that the answer does not hold (a spend's reference).
+    """
+
+    __slots__ = ("context", "model")
+
+    def __init__(self, model: type[_ModelT], context: dict[str, Any] | None = None) -> None:
+        self.model = model
+        self.context = context
+
+    def __call__(self, answer: Answer) -> _ModelT:
+        """The result of `answer`.
+
+        Raises:
+            APIError: The status is not 2xx, or a 2xx body says `"ok": false`.
+            APIResponseValidationError: A 2xx body is not the documented shape.
+        """
+        from ._response import parse_response, parse_success
+
+        if isinstance(answer, httpx.Response):
+            request = answer.request
+            _log_response(request.method, request.url, answer.status_code, answer.headers)
+            return parse_response(answer, self.model, self.context)
+        _log_response(answer.method, answer.url, answer.status_code, answer.headers)
+        result = parse_success(answer.content, answer.headers, self.model, self.context)
+        if result is None:
+            # Not a success after all: its error is made from the whole answer, as ever.
+            result = parse_response(answer.response(), self.model, self.context)
+        return result
+
+
+def _log_response(method: str, url: httpx.URL, status: int, headers: httpx.Headers) -> None:
     if logger.isEnabledFor(logging.DEBUG):
         from ._printable import printable
-        from ._response import request_id_of
+        from ._response import request_id_in
 
-        request_id = request_id_of(response)
+        request_id = request_id_in(headers)
         logger.debug(
             "%s %s -> %d (request_id=%s)",
-            response.request.method,
-            response.request.url.path,
-            response.status_code,
+            method,
+            url.path,
+            status,
             request_id if request_id is None else printable(request_id),
         )

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from ._metered import MeteredBlock
+    from ._base_client import Answer
     from ._config import ClientConfig, TransportOptions
     from ._deadline import Deadline
     from ._events import Hooks
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from ._metered_base import ReferenceArgument
     from ._models import Charge, Quote
     from ._observer import CallInfo
+    from ._outgoing import Outgoing
     from ._raw_response import RawResponse
     from ._types import VerifyTypes
 
@@ -174,14 +176,17 @@ class AmaiClient(BaseClient[httpx.Client]):
         options: TransportOptions,
     ) -> httpx.Client:
         # Imported here: a client on a pool of the caller's never needs the transports.
-        from ._transports import new_transport
+        from ._transports import (
+            new_transport,
+        )
 
+        transport = new_transport(
+            options,
+        )
         return httpx.Client(
             timeout=config.timeout,
             follow_redirects=False,
-            transport=new_transport(
-                options,
-            ),
+            transport=transport,
         )
 
     def check(self, tool: ToolName | str, units: Units = 1) -> Quote:
@@ -206,7 +211,7 @@ class AmaiClient(BaseClient[httpx.Client]):
         if not models_built():
             run_inline(build_models)
         request, call = self._check_request(tool, units)
-        return self._send(request, self._parse_quote, call)
+        return self._send(request, self._quote_parser(), call)
 
     def spend(
         self, tool: ToolName | str, units: Units = 1, *, reference: str | None = None
@@ -254,18 +259,18 @@ class AmaiClient(BaseClient[httpx.Client]):
         if not models_built():
             run_inline(build_models)
         request, call = self._check_request(tool, units)
-        quote, response = self._send_with_response(request, self._parse_quote, call)
+        quote, answer = self._send_with_response(request, self._quote_parser(), call)
         from ._raw_response import RawResponse
 
-        return RawResponse(response, quote)
+        return RawResponse(answer, quote)
 
     def _raw_spend(
         self, tool: ToolName | str, units: Units, reference: str | None
     ) -> RawResponse[Charge]:
-        charge, response = self._spend_with_response(tool, units, reference)
+        charge, answer = self._spend_with_response(tool, units, reference)
         from ._raw_response import RawResponse
 
-        return RawResponse(response, charge)
+        return RawResponse(answer, charge)
 
     def _spend(
         self,
@@ -289,7 +294,7 @@ class AmaiClient(BaseClient[httpx.Client]):
         units: Units,
         reference: str | None,
         warn_on_failure: bool = True,
-    ) -> tuple[Charge, httpx.Response]:
+    ) -> tuple[Charge, Answer]:
         """`_spend()`, and the answer the charge is of (for `with_raw_response`)."""
         from ._exceptions import AmaiError
 
@@ -499,15 +504,13 @@ class AmaiClient(BaseClient[httpx.Client]):
             run_inline(journal.open)
         return journal
 
-    def _send(
-        self, request: httpx.Request, parse: Callable[[httpx.Response], _T], call: CallInfo
-    ) -> _T:
+    def _send(self, request: Outgoing, parse: Callable[[Answer], _T], call: CallInfo) -> _T:
         result, _ = self._send_with_response(request, parse, call)
         return result
 
     def _send_with_response(
-        self, request: httpx.Request, parse: Callable[[httpx.Response], _T], call: CallInfo
-    ) -> tuple[_T, httpx.Response]:
+        self, request: Outgoing, parse: Callable[[Answer], _T], call: CallInfo
+    ) -> tuple[_T, Answer]:
         """Send `request`, retrying as the policy says; the result, and the answer it is of.
 
         `parse` turns an answer into the result, or raises its error.
@@ -517,22 +520,21 @@ class AmaiClient(BaseClient[httpx.Client]):
         deadline = self._deadline()
         # Hooks, logs and OpenTelemetry see the call through this, never the request's
         # headers (see _observer.py).
-        watch = self._observer.call(call, request)
+        watch = self._observer.call(call, request.url)
 
-        def attempt() -> tuple[_T, httpx.Response]:
+        def attempt() -> tuple[_T, Answer]:
             if deadline is not None:
-                deadline.start_attempt(request, self._config.timeout)
+                request.start_attempt(deadline, self._config.timeout)
             started = watch.attempt_starting()
-            response = None
+            answer = None
             try:
-                with self._in_flight.attempt(request, self._http):
-                    response = self._attempt(request, deadline)
-                result = parse(response)
+                answer = self._attempt(request, deadline)
+                result = parse(answer)
             except Exception as exc:
-                watch.attempt_ended(started, response, exc)
+                watch.attempt_ended(started, answer, exc)
                 raise
-            watch.attempt_ended(started, response, None)
-            return result, response
+            watch.attempt_ended(started, answer, None)
+            return result, answer
 
         try:
             try:
@@ -544,7 +546,7 @@ class AmaiClient(BaseClient[httpx.Client]):
                     attempt,
                     exc,
                     sleep=self._sleep,
-                    what=f"{request.method} {request.url.path}",
+                    what=f"POST {request.url.path}",
                     deadline=deadline,
                     on_retry=watch.retrying,
                 )
@@ -554,24 +556,26 @@ class AmaiClient(BaseClient[httpx.Client]):
         watch.succeeded(result[0])
         return result
 
-    def _attempt(self, request: httpx.Request, deadline: Deadline | None) -> httpx.Response:
+    def _attempt(self, outgoing: Outgoing, deadline: Deadline | None) -> Answer:
         from ._answer import bound_answer
+        from ._response import (
+            connection_error,
+        )
 
-        try:
-            response = self._http.send(request, follow_redirects=False, stream=True)
+        request = outgoing.request()
+        with self._in_flight.attempt(request, self._http):
             try:
-                # Read here, so that no answer is read or held beyond the SDK's bounds:
-                # its size, its coding and its time (see _answer.py).
-                bound_answer(response, deadline)
-                response.read()
-            finally:
-                response.close()
-            return response
-        except httpx.RequestError as exc:
-            from ._response import connection_error
-
-            raise connection_error(exc, request) from exc
-            # A pool of the caller's whose connections belong to an event loop that ended.
+                response = self._http.send(request, follow_redirects=False, stream=True)
+                try:
+                    # Read here, so that no answer is read or held beyond the SDK's bounds:
+                    # its size, its coding and its time (see _answer.py).
+                    bound_answer(response, deadline)
+                    response.read()
+                finally:
+                    response.close()
+                return response
+            except httpx.RequestError as exc:
+                raise connection_error(exc, request) from exc
 
     def close(self) -> None:
         """Close the client, and its connection pool unless that belongs to someone else.

@@ -42,11 +42,22 @@ class Deadline:
         Raises:
             APITimeoutError: No time is left.
         """
+        request.extensions["timeout"] = self.attempt_timeout(timeout)
+
+    def attempt_timeout(self, timeout: httpx.Timeout) -> dict[str, float | None]:
+        """`start_attempt()`, for a request not built yet: the attempt's phases, cut.
+
+        Returns:
+            Each phase's limit, as an `httpx.Request`'s `timeout` extension holds them.
+
+        Raises:
+            APITimeoutError: No time is left.
+        """
         left = self.left()
         if left <= 0:
             raise self.spent(None)
         self.attempts += 1
-        request.extensions["timeout"] = {
+        return {
             phase: left if limit is None else min(limit, left)
             for phase, limit in timeout.as_dict().items()
         }

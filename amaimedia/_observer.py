@@ -22,7 +22,7 @@ from ._events import ChargeEvent, Hooks, Operation, RequestEvent, ResponseEvent,
 from ._exceptions import AmaiError, APIError, APIResponseValidationError
 from ._logging import logger
 from ._printable import printable
-from ._response import request_id_of
+from ._response import request_id_in
 from ._types import Units
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ._meter import Meter
     from ._models import Charge
 
-__all__ = ["BlockWatch", "CallInfo", "CallWatch", "Observer", "error_type"]
+__all__ = ["Answered", "BlockWatch", "CallInfo", "CallWatch", "Observer", "error_type"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,18 @@ class CallInfo:
     reference: str | None = None
     # False for a replay's spend: the replay logs its own warning when one fails.
     warn_on_failure: bool = True
+
+
+class Answered(Protocol):
+    """What the watchers are told of an answer: an `httpx.Response`, or the direct path's."""
+
+    @property
+    def status_code(self) -> int:
+        """The HTTP status."""
+
+    @property
+    def headers(self) -> httpx.Headers:
+        """The headers, where the request id is."""
 
 
 class CallRecord(Protocol):
@@ -145,9 +157,9 @@ class Observer:
             self._resolved = True
         return self._recorder
 
-    def call(self, call: CallInfo, request: httpx.Request) -> CallWatch:
-        """Start watching one call; the client reports its attempts and its end."""
-        return CallWatch(self, call, request)
+    def call(self, call: CallInfo, url: httpx.URL) -> CallWatch:
+        """Start watching one call to `url`; the client reports its attempts and its end."""
+        return CallWatch(self, call, url)
 
     def block(self, tool: str, units: Units, reference: str) -> BlockWatch:
         """Start watching one metered block, before its quote."""
@@ -161,12 +173,12 @@ class CallWatch:
 
     __slots__ = ("_call", "_hooks", "_record", "_response", "_started", "attempts")
 
-    def __init__(self, observer: Observer, call: CallInfo, request: httpx.Request) -> None:
+    def __init__(self, observer: Observer, call: CallInfo, url: httpx.URL) -> None:
         self._call = call
         self._hooks = observer.hooks
         recorder = observer.recorder()
-        self._record = None if recorder is None else recorder.call_started(call, request.url)
-        self._response: httpx.Response | None = None
+        self._record = None if recorder is None else recorder.call_started(call, url)
+        self._response: Answered | None = None
         self._started = time.perf_counter()
         self.attempts = 0
 
@@ -183,7 +195,7 @@ class CallWatch:
         return time.perf_counter()
 
     def attempt_ended(
-        self, started: float, response: httpx.Response | None, error: BaseException | None
+        self, started: float, response: Answered | None, error: BaseException | None
     ) -> None:
         """The attempt begun at `started` ended: answered with `response`, or raising `error`."""
         if response is None and isinstance(error, APIError | APIResponseValidationError):
@@ -200,7 +212,7 @@ class CallWatch:
                 call.reference,
                 self.attempts,
                 None if response is None else response.status_code,
-                None if response is None else request_id_of(response),
+                None if response is None else request_id_in(response.headers),
                 error,
                 time.perf_counter() - started,
             )
@@ -226,7 +238,7 @@ class CallWatch:
         if call.operation != "spend":
             return
         charge = cast("Charge", result)
-        request_id = None if self._response is None else request_id_of(self._response)
+        request_id = None if self._response is None else request_id_in(self._response.headers)
         if logger.isEnabledFor(logging.INFO):
             shown_id = None if request_id is None else printable(request_id)
             logger.info(

@@ -7,12 +7,15 @@ answer was read, checked and parsed before the call returned, so both clients sh
 
 from __future__ import annotations
 
-from typing import Generic, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Generic, NoReturn, TypeVar
 
 import httpx
 from pydantic import BaseModel
 
-from ._response import request_id_of
+from ._response import request_id_in
+
+if TYPE_CHECKING:
+    from ._base_client import Answer
 
 __all__ = ["RawResponse"]
 
@@ -36,32 +39,37 @@ class RawResponse(Generic[_T]):
     `Authorization` header. Pickle `parse()` instead.
     """
 
-    __slots__ = ("_parsed", "_response")
+    __slots__ = ("_answer", "_parsed")
 
-    def __init__(self, response: httpx.Response, parsed: _T) -> None:
-        """Pair an answer, its body read, with the model parsed from it."""
-        self._response = response
+    def __init__(self, answer: Answer, parsed: _T) -> None:
+        """Pair an answer, its body read, with the model parsed from it.
+
+        The answer of the async client's direct path becomes an `httpx.Response` when
+        `http_response` is first read.
+        """
+        self._answer = answer
         self._parsed = parsed
 
     @property
     def http_response(self) -> httpx.Response:
         """The `httpx.Response` itself, its body read (`content`, `text`, `json()`)."""
-        return self._response
+        answer = self._answer
+        return answer if isinstance(answer, httpx.Response) else answer.response()
 
     @property
     def headers(self) -> httpx.Headers:
         """The answer's headers (case-insensitive)."""
-        return self._response.headers
+        return self._answer.headers
 
     @property
     def status_code(self) -> int:
         """The answer's HTTP status: a 2xx."""
-        return self._response.status_code
+        return self._answer.status_code
 
     @property
     def request_id(self) -> str | None:
         """The `cf-ray` or `x-request-id` header, for a support ticket; `None` if absent."""
-        return request_id_of(self._response)
+        return request_id_in(self._answer.headers)
 
     def parse(self) -> _T:
         """The model of the answer: the `Quote` or `Charge` the plain call returns.

@@ -54,6 +54,8 @@ __all__ = [
     "error_from_response",
     "parse_response",
     "parse_retry_after",
+    "parse_success",
+    "request_id_in",
     "request_id_of",
     "unread_answer_error",
 ]
@@ -96,8 +98,13 @@ _KEY_SHOWN: Final = "[API key]"
 
 def request_id_of(response: httpx.Response) -> str | None:
     """The id a support ticket needs: `cf-ray`, else `x-request-id`, else `None`."""
+    return request_id_in(response.headers)
+
+
+def request_id_in(headers: httpx.Headers) -> str | None:
+    """`request_id_of()` an answer, from its headers alone."""
     for name in _REQUEST_ID_HEADERS:
-        value: str | None = response.headers.get(name)
+        value: str | None = headers.get(name)
         if value:
             return value
     return None
@@ -244,6 +251,29 @@ def parse_response(
         raise _invalid_answer_error(response, model, exc, body) from None
     if getattr(result, "ok", True) is False:
         raise error_from_response(response)
+    return result
+
+
+def parse_success(
+    content: bytes, headers: httpx.Headers, model: type[_T], context: dict[str, Any] | None = None
+) -> _T | None:
+    """`parse_response()` of a 2xx answer, from its body and headers alone: no response.
+
+    For the direct path (`_transports/_direct.py`), which builds an `httpx.Response` only
+    for an answer that raises.
+
+    Returns:
+        The model, with the request id, as `parse_response()` returns it; `None` when the
+        body is not the documented shape or says `"ok": false`: `parse_response()` of the
+        whole answer then raises what it raises for it.
+    """
+    context = {**(context or {}), "request_id": request_id_in(headers)}
+    try:
+        result = model.model_validate_json(content, context=context)
+    except ValidationError:
+        return None
+    if getattr(result, "ok", True) is False:
+        return None
     return result
 
 

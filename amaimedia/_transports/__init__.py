@@ -6,6 +6,8 @@
   the async one per event loop (`_loops.py`) with requests queued in the SDK
   (`_bounded.py`);
 - `_aiohttp.py`: an httpx transport over aiohttp (`transport="aiohttp"`, extra `aiohttp`);
+- `_direct.py`: the SDK's own requests sent straight on that transport, past httpx's
+  client layer, by the async client's own pool;
 - `_fork.py`: what a forked child does with the pools it inherited.
 
 This module builds them for the clients. aiohttp is imported only by the clients that ask
@@ -14,7 +16,7 @@ for it, and only on their first request.
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import httpx
 
@@ -23,8 +25,12 @@ from amaimedia._config import TransportOptions
 from ._routing import AsyncRoutingTransport, RoutingTransport, check_socks
 from ._settings import TransportSettings
 
+if TYPE_CHECKING:
+    from ._direct import DirectPath
+
 __all__ = [
     "AsyncTransportName",
+    "direct_path",
     "new_async_transport",
     "new_transport",
     "resolve_async_transport",
@@ -86,3 +92,14 @@ def _httpx_settings(options: TransportOptions) -> TransportSettings:
     )
     check_socks(settings)
     return settings
+
+
+def direct_path(transport: httpx.AsyncBaseTransport) -> DirectPath | None:
+    """How an async client's own pool sends past httpx's client layer: on aiohttp only."""
+    from ._aiohttp import AiohttpTransport
+
+    if not isinstance(transport, AiohttpTransport):
+        return None
+    from ._direct import DirectPath
+
+    return DirectPath(transport)

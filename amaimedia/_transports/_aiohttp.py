@@ -18,7 +18,7 @@ import copy
 import importlib
 import importlib.util
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -33,8 +33,9 @@ from ._settings import DEFAULT_MAX_CONNECTIONS, KEEPALIVE_EXPIRY, TransportSetti
 
 if TYPE_CHECKING:
     import aiohttp
+    import yarl
 
-__all__ = ["AiohttpTransport", "httpx_error"]
+__all__ = ["AiohttpTransport", "AnswerBody", "Route", "httpx_error"]
 
 # Only the headers httpx built go out: none of the ones aiohttp adds by default.
 _AIOHTTP_DEFAULT_HEADERS: Final = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
@@ -117,6 +118,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 )
         self._sessions: PerLoop[_Session] = PerLoop(self._prepare, self._new_session, _close)
         self._closed = False
+        # Most requests share one timeout: made once (see _client_timeout()).
+        self._last_timeout: tuple[float | None, float | None, aiohttp.ClientTimeout] | None = None
 
     def __repr__(self) -> str:
         return f"AiohttpTransport(max_connections={self._settings.max_connections})"
@@ -129,16 +132,62 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 httpx's own transport.
             RuntimeError: The transport is closed.
         """
+        content = await request.aread()
+        body = await self.open(
+            request.method,
+            self.route(request.url),
+            content,
+            _headers(request),
+            request.extensions.get("timeout", {}),
+            lambda: request,
+        )
+        return body.response()
+
+    def route(self, url: httpx.URL) -> Route:
+        """Where requests to `url` go: the URL as aiohttp takes it, and the proxy.
+
+        The SDK's own requests keep the route of each of their URLs (see `_direct.py`);
+        the settings never change, so neither does the route.
+        """
+        import yarl
+
+        proxy = self._settings.proxy_for(url)
+        return Route(yarl.URL(str(url)), proxy)
+
+    async def open(
+        self,
+        method: str,
+        route: Route,
+        content: bytes,
+        headers: Sequence[tuple[str, str]],
+        timeout: Mapping[str, float | None],
+        request: Callable[[], httpx.Request],
+    ) -> AnswerBody:
+        """Send a request and wait for its answer's headers; the body is left to read.
+
+        A connection's slot is taken first (waiting up to the `pool` timeout) and held
+        until the body is closed. `request` gives the `httpx.Request` that the failures
+        name (`httpx.ConnectError(request=...)`): built only when one is raised.
+
+        Raises:
+            httpx.TransportError: The exchange failed, as with `handle_async_request()`.
+            RuntimeError: The transport is closed.
+        """
         if self._closed:
             raise RuntimeError("this AiohttpTransport is closed")
-        timeout = request.extensions.get("timeout", {})
         state = await self._sessions.get()
-        await state.slots.acquire(request)
+        await state.slots.take(timeout.get("pool"), request)
         try:
-            return await self._exchange(state.session, request, timeout, state.slots.release)
+            answer = await self._send(
+                state.session, method, route, content, headers, timeout, request
+            )
         except BaseException:
             state.slots.release()
             raise
+        if isinstance(answer, httpx.TransportError):
+            state.slots.release()
+            raise answer
+        return AnswerBody(answer, request, route.proxy, state.slots.release)
 
     async def aclose(self) -> None:
         """Close this loop's aiohttp session; the transport sends no more."""
@@ -171,87 +220,143 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
         return _Session(session, ConnectionSlots(self._settings.max_connections))
 
-    async def _exchange(
+    async def _send(
         self,
         session: aiohttp.ClientSession,
-        request: httpx.Request,
-        timeout: dict[str, float | None],
-        release: Callable[[], None],
-    ) -> httpx.Response:
+        method: str,
+        route: Route,
+        content: bytes,
+        headers: Sequence[tuple[str, str]],
+        timeout: Mapping[str, float | None],
+        request: Callable[[], httpx.Request],
+    ) -> aiohttp.ClientResponse | httpx.TransportError:
+        """The answer of aiohttp, or the httpx exception for its failure, to raise.
+
+        The failure is returned, and raised outside this except clause, so that aiohttp's
+        exception is not chained to it: the locals of its frames hold the request headers,
+        the API key among them.
+        """
         import aiohttp
 
-        content = await request.aread()
-        proxy = self._settings.proxy_for(request.url)
-        failure: httpx.TransportError | None = None
         try:
             # Awaited, not entered: the answer outlives this call, until its body is closed.
-            answer = await session.request(
-                request.method,
-                str(request.url),
+            return await session.request(
+                method,
+                route.url,
                 data=content or None,
-                headers=_headers(request),
+                headers=headers,
                 allow_redirects=False,
-                proxy=None if proxy is None else str(proxy),
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=timeout.get("connect"), sock_read=timeout.get("read")
-                ),
+                proxy=route.proxy_url,
+                timeout=self._client_timeout(timeout.get("connect"), timeout.get("read")),
             )
         except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-            failure = httpx_error(exc, request, proxy)
-        if failure is not None:
-            # Raised outside the except clause, so that aiohttp's exception is not chained:
-            # the locals of its frames hold the request headers, the API key among them.
-            raise failure
+            return httpx_error(exc, request(), route.proxy)
+
+    def _client_timeout(self, connect: float | None, read: float | None) -> aiohttp.ClientTimeout:
+        """The aiohttp timeout of these phases: the last one made, when it is the same."""
+        last = self._last_timeout
+        if last is not None and last[0] == connect and last[1] == read:
+            return last[2]
+        import aiohttp
+
+        made = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
+        self._last_timeout = (connect, read, made)
+        return made
+
+
+class Route:
+    """Where the requests to one URL go: the URL as aiohttp takes it, and the proxy.
+
+    Attributes:
+        url: The URL, parsed once.
+        proxy: The proxy the requests go through, or `None` to connect directly.
+        proxy_url: The same proxy as aiohttp takes it.
+    """
+
+    __slots__ = ("proxy", "proxy_url", "url")
+
+    def __init__(self, url: yarl.URL, proxy: httpx.URL | None) -> None:
+        self.url = url
+        self.proxy = proxy
+        self.proxy_url = None if proxy is None else str(proxy)
+
+    def __repr__(self) -> str:
+        # Never the proxy: its URL may hold credentials.
+        return f"<Route {self.url.path}>"
+
+
+class AnswerBody(httpx.AsyncByteStream):
+    """An answer's body as aiohttp receives it; closing it gives the connection's slot back.
+
+    A body closed before its end closes its connection, which can carry nothing more: the
+    rest of it is never read.
+
+    Attributes:
+        answer: aiohttp's answer, its headers in.
+    """
+
+    __slots__ = ("_proxy", "_release", "_request", "answer")
+
+    def __init__(
+        self,
+        answer: aiohttp.ClientResponse,
+        request: Callable[[], httpx.Request],
+        proxy: httpx.URL | None,
+        release: Callable[[], None],
+    ) -> None:
+        self.answer = answer
+        self._request = request
+        self._proxy = proxy
+        self._release: Callable[[], None] | None = release
+
+    def response(self) -> httpx.Response:
+        """The answer as httpx's own transport gives it: its body streams from this one."""
+        import aiohttp
+
+        answer = self.answer
         version = answer.version or aiohttp.HttpVersion11
         return httpx.Response(
             status_code=answer.status,
             headers=answer.raw_headers,
-            stream=_AnswerBody(answer, request, proxy, release),
+            stream=self,
             extensions={
                 "http_version": f"HTTP/{version.major}.{version.minor}".encode(),
                 "reason_phrase": (answer.reason or "").encode("ascii", "replace"),
             },
         )
 
-
-class _AnswerBody(httpx.AsyncByteStream):
-    """An answer's body as aiohttp receives it; closing it gives the connection's slot back.
-
-    A body closed before its end closes its connection, which can carry nothing more: the
-    rest of it is never read.
-    """
-
-    def __init__(
-        self,
-        answer: aiohttp.ClientResponse,
-        request: httpx.Request,
-        proxy: httpx.URL | None,
-        release: Callable[[], None],
-    ) -> None:
-        self._answer = answer
-        self._request = request
-        self._proxy = proxy
-        self._release: Callable[[], None] | None = release
-
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while True:
-            piece = await self._next_piece()
+            piece = await self.next_piece()
             if not piece:
                 return
             yield piece
 
-    async def _next_piece(self) -> bytes:
+    async def next_piece(self) -> bytes:
+        """The next piece of the body as it arrives; `b""` at its end.
+
+        Raises:
+            httpx.TransportError: The body could not be read (a timeout, a cut connection).
+        """
         import aiohttp
 
         failure: httpx.TransportError
         try:
-            return await self._answer.content.readany()
+            return await self.answer.content.readany()
         except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-            failure = httpx_error(exc, self._request, self._proxy)
-        raise failure  # outside the except clause, for the same reason as in _exchange
+            failure = httpx_error(exc, self._request(), self._proxy)
+        raise failure  # outside the except clause, for the same reason as in open()
+
+    def at_eof(self) -> bool:
+        """Whether the whole body has been read."""
+        return self.answer.content.at_eof()
 
     async def aclose(self) -> None:
-        answer = self._answer
+        self.close()
+
+    def close(self) -> None:
+        """Give the connection back to the pool (or close it, mid-body), and the slot."""
+        answer = self.answer
         try:
             if answer.content.at_eof():
                 answer.release()  # the connection goes back to the pool

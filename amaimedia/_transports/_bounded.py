@@ -35,14 +35,25 @@ class ConnectionSlots:
         Raises:
             httpx.PoolTimeout: No slot was free in time.
         """
+        await self.take(request.extensions.get("timeout", {}).get("pool"), lambda: request)
+
+    async def take(self, timeout: float | None, request: Callable[[], httpx.Request]) -> None:
+        """Take a slot, waiting up to `timeout` seconds (`None`: for ever) for one to be free.
+
+        Args:
+            timeout: The request's `pool` timeout.
+            request: Gives the request that `httpx.PoolTimeout` names, when it is raised.
+
+        Raises:
+            httpx.PoolTimeout: No slot was free in time.
+        """
         if self._free.locked():
-            timeout = request.extensions.get("timeout", {}).get("pool")
             try:
                 await asyncio.wait_for(self._free.acquire(), timeout)
             except asyncio.TimeoutError:
                 raise httpx.PoolTimeout(
                     f"no free connection within {timeout} s; all {self.limit} are busy",
-                    request=request,
+                    request=request(),
                 ) from None
         else:
             await self._free.acquire()  # a free slot: returns at once
