@@ -48,10 +48,16 @@ class PerLoop(Generic[_S]):
         self._lock = ForkSafeLock()
         self._generation = generation()
         self._states: dict[asyncio.AbstractEventLoop, tuple[_S, AsyncGenerator[None, None]]] = {}
+        # The last state looked up, with its loop and process generation: most calls come
+        # from the loop of the call before, and find it here without the lock.
+        self._last: tuple[asyncio.AbstractEventLoop, int, _S] | None = None
 
     async def get(self) -> _S:
         """The running loop's state, made now if it has none."""
         loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last[0] is loop and last[1] == generation():
+            return last[2]
         found = self._lookup(loop)
         if found is not None:
             return found
@@ -78,8 +84,17 @@ class PerLoop(Generic[_S]):
             for other in [other for other in self._states if other.is_closed()]:
                 # Closed without shutdown_asyncgens(): nothing can close its state now.
                 del self._states[other]
+                self._forget_last()
             entry = self._states.get(loop)
-            return None if entry is None else entry[0]
+            if entry is None:
+                return None
+            # Under the lock: a state that aclose() took away is never remembered.
+            self._last = (loop, self._generation, entry[0])
+            return entry[0]
+
+    def _forget_last(self) -> None:
+        """Called with the lock held, when a state leaves `_states`."""
+        self._last = None
 
     async def _watch(
         self, loop: asyncio.AbstractEventLoop, state: _S
@@ -91,6 +106,7 @@ class PerLoop(Generic[_S]):
                 entry = self._states.get(loop)
                 if entry is not None and entry[0] is state:
                     del self._states[loop]
+                    self._forget_last()
             await self._close(state)
 
     async def aclose(self) -> None:
@@ -104,6 +120,7 @@ class PerLoop(Generic[_S]):
                 abandon(self._states)
                 self._states = {}
             entries, self._states = self._states, {}
+            self._forget_last()
         for loop, (_, watcher) in entries.items():
             if loop is current:
                 await watcher.aclose()

@@ -345,6 +345,20 @@ def test_new_reference_shape_and_date() -> None:
     assert match.group(1) in days
 
 
+def test_a_reference_made_after_midnight_utc_carries_the_new_day(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The day is remembered between references; the clock crossing midnight renews it.
+    before_midnight = datetime(2026, 12, 31, 23, 59, 59, 900_000, tzinfo=timezone.utc)
+    clock = [before_midnight.timestamp()]
+    monkeypatch.setattr("amaimedia._references.time.time", lambda: clock[0])
+    assert new_reference().startswith("req_2026-12-31_")
+    clock[0] += 0.2
+    assert new_reference().startswith("req_2027-01-01_")
+    clock[0] -= 0.2  # a clock stepped back (NTP) goes back to that day too
+    assert new_reference().startswith("req_2026-12-31_")
+
+
 def test_new_references_are_distinct() -> None:
     references = [new_reference() for _ in range(10_000)]
     assert len(set(references)) == len(references)
