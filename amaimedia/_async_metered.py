@@ -83,7 +83,8 @@ class AsyncMeteredBlock:
                 # task.
                 await run_in_thread(journal.open)
             asked = time.monotonic()
-            quote = await self._client.check(tool, units)
+            # Validated by metered() already: checked once, not again.
+            quote = await self._client._check(tool, units, validated=True)  # noqa: SLF001
         except BaseException as exc:
             watch.ended(None, exc)
             raise
@@ -188,7 +189,10 @@ async def _charge(client: AsyncAmaiClient, journal: ScopedJournal | None, meter:
         )
         owned = written.owned
     try:
-        charge = await client.spend(meter.tool, meter.units, reference=meter.reference)
+        # The meter's tool, units and reference are validated (its setter checks units).
+        charge = await client._spend(  # noqa: SLF001 - the block is the client's own
+            meter.tool, meter.units, meter.reference, validated=True
+        )
     except AmaiError as exc:
         meter.state = "spend_failed"
         if owned is not None and journal is not None:

@@ -370,17 +370,39 @@ class BaseClient(Generic[_HttpT]):
 
         return Deadline(seconds)
 
-    def _check_request(self, tool: str, units: Units) -> tuple[Outgoing, CallInfo]:
+    def _check_request(
+        self, tool: str, units: Units, *, validated: bool = False
+    ) -> tuple[Outgoing, CallInfo]:
+        """The request of a check, and what the watchers are told of it.
+
+        `validated`: the arguments were validated already (a metered block's, when
+        `metered()` was called), and are taken as they are.
+        """
         from ._models import CheckRequest
         from ._observer import CallInfo
 
-        body = CheckRequest.from_arguments(tool=tool, units=units)
+        body = (
+            CheckRequest.model_construct(tool=tool, units=units)
+            if validated
+            else CheckRequest.from_arguments(tool=tool, units=units)
+        )
         call = CallInfo("check", body.tool, body.units)
         return self._build_request(self._config.check_url, body), call
 
     def _spend_request(
-        self, tool: str, units: Units, reference: str | None, warn_on_failure: bool = True
+        self,
+        tool: str,
+        units: Units,
+        reference: str | None,
+        warn_on_failure: bool = True,
+        *,
+        validated: bool = False,
     ) -> tuple[Outgoing, CallInfo]:
+        """The request of a spend, and what the watchers are told of it.
+
+        `validated`: as for `_check_request()`; a metered block's meter validates what
+        it is given.
+        """
         # The reference is fixed here, before the retry loop, and the request built once:
         # every retry of a spend sends the same bytes, so it can never charge twice.
         from ._models import SpendRequest
@@ -390,7 +412,11 @@ class BaseClient(Generic[_HttpT]):
             from ._references import new_reference
 
             reference = new_reference()
-        body = SpendRequest.from_arguments(tool=tool, units=units, reference=reference)
+        body = (
+            SpendRequest.model_construct(tool=tool, units=units, reference=reference)
+            if validated
+            else SpendRequest.from_arguments(tool=tool, units=units, reference=reference)
+        )
         call = CallInfo("spend", body.tool, body.units, body.reference, warn_on_failure)
         return self._build_request(self._config.spend_url, body), call
 
@@ -463,27 +489,29 @@ class AnswerParser(Generic[_ModelT]):
         from ._response import parse_response, parse_success
 
         if isinstance(answer, httpx.Response):
-            request = answer.request
-            _log_response(request.method, request.url, answer.status_code, answer.headers)
+            if logger.isEnabledFor(logging.DEBUG):
+                request = answer.request
+                _log_response(request.method, request.url, answer.status_code, answer)
             return parse_response(answer, self.model, self.context)
-        _log_response(answer.method, answer.url, answer.status_code, answer.headers)
-        result = parse_success(answer.content, answer.headers, self.model, self.context)
+        if logger.isEnabledFor(logging.DEBUG):
+            _log_response(answer.method, answer.url, answer.status_code, answer)
+        result = parse_success(answer.content, answer.request_id, self.model, self.context)
         if result is None:
             # Not a success after all: its error is made from the whole answer, as ever.
             result = parse_response(answer.response(), self.model, self.context)
         return result
 
 
-def _log_response(method: str, url: httpx.URL, status: int, headers: httpx.Headers) -> None:
-    if logger.isEnabledFor(logging.DEBUG):
-        from ._printable import printable
-        from ._response import request_id_in
+def _log_response(method: str, url: httpx.URL, status: int, answer: Answer) -> None:
+    """The DEBUG line of an answer; its callers check first that DEBUG is on."""
+    from ._printable import printable
+    from ._response import request_id_of_answer
 
-        request_id = request_id_in(headers)
-        logger.debug(
-            "%s %s -> %d (request_id=%s)",
-            method,
-            url.path,
-            status,
-            request_id if request_id is None else printable(request_id),
-        )
+    request_id = request_id_of_answer(answer)
+    logger.debug(
+        "%s %s -> %d (request_id=%s)",
+        method,
+        url.path,
+        status,
+        request_id if request_id is None else printable(request_id),
+    )

@@ -208,9 +208,13 @@ class AmaiClient(BaseClient[httpx.Client]):
             APIError: The server answered with an error (a subclass tells which).
             APIConnectionError: No usable answer, after the retries.
         """
+        return self._check(tool, units)
+
+    def _check(self, tool: str, units: Units, *, validated: bool = False) -> Quote:
+        """`check()`; `validated`: of arguments validated already (see `_check_request()`)."""
         if not models_built():
             run_inline(build_models)
-        request, call = self._check_request(tool, units)
+        request, call = self._check_request(tool, units, validated=validated)
         return self._send(request, self._quote_parser(), call)
 
     def spend(
@@ -279,13 +283,17 @@ class AmaiClient(BaseClient[httpx.Client]):
         reference: str | None,
         *,
         warn_on_failure: bool = True,
+        validated: bool = False,
     ) -> Charge:
         """`spend()`, with the choice of logging a warning when it fails for good.
 
         A replay logs its own warning for a spend that failed: it passes
-        `warn_on_failure=False`, so that each failure is logged once.
+        `warn_on_failure=False`, so that each failure is logged once. `validated`: of
+        arguments validated already (see `_spend_request()`).
         """
-        charge, _ = self._spend_with_response(tool, units, reference, warn_on_failure)
+        charge, _ = self._spend_with_response(
+            tool, units, reference, warn_on_failure, validated=validated
+        )
         return charge
 
     def _spend_with_response(
@@ -294,13 +302,17 @@ class AmaiClient(BaseClient[httpx.Client]):
         units: Units,
         reference: str | None,
         warn_on_failure: bool = True,
+        *,
+        validated: bool = False,
     ) -> tuple[Charge, Answer]:
         """`_spend()`, and the answer the charge is of (for `with_raw_response`)."""
         from ._exceptions import AmaiError
 
         if not models_built():
             run_inline(build_models)
-        request, call = self._spend_request(tool, units, reference, warn_on_failure)
+        request, call = self._spend_request(
+            tool, units, reference, warn_on_failure, validated=validated
+        )
         assert call.reference is not None
         parse = self._charge_parser(call.reference)
         try:

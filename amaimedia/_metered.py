@@ -85,7 +85,8 @@ class MeteredBlock:
                 # task.
                 run_inline(journal.open)
             asked = time.monotonic()
-            quote = self._client.check(tool, units)
+            # Validated by metered() already: checked once, not again.
+            quote = self._client._check(tool, units, validated=True)  # noqa: SLF001
         except BaseException as exc:
             watch.ended(None, exc)
             raise
@@ -190,7 +191,10 @@ def _charge(client: AmaiClient, journal: ScopedJournal | None, meter: Meter) -> 
         )
         owned = written.owned
     try:
-        charge = client.spend(meter.tool, meter.units, reference=meter.reference)
+        # The meter's tool, units and reference are validated (its setter checks units).
+        charge = client._spend(  # noqa: SLF001 - the block is the client's own
+            meter.tool, meter.units, meter.reference, validated=True
+        )
     except AmaiError as exc:
         meter.state = "spend_failed"
         if owned is not None and journal is not None:

@@ -22,7 +22,7 @@ from ._events import ChargeEvent, Hooks, Operation, RequestEvent, ResponseEvent,
 from ._exceptions import AmaiError, APIError, APIResponseValidationError
 from ._logging import logger
 from ._printable import printable
-from ._response import request_id_in
+from ._response import request_id_of_answer
 from ._types import Units
 
 if TYPE_CHECKING:
@@ -30,11 +30,12 @@ if TYPE_CHECKING:
 
     import httpx
 
+    from ._base_client import Answer
     from ._journal import ScopedJournal
     from ._meter import Meter
     from ._models import Charge
 
-__all__ = ["Answered", "BlockWatch", "CallInfo", "CallWatch", "Observer", "error_type"]
+__all__ = ["BlockWatch", "CallInfo", "CallWatch", "Observer", "error_type"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,18 +48,6 @@ class CallInfo:
     reference: str | None = None
     # False for a replay's spend: the replay logs its own warning when one fails.
     warn_on_failure: bool = True
-
-
-class Answered(Protocol):
-    """What the watchers are told of an answer: an `httpx.Response`, or the direct path's."""
-
-    @property
-    def status_code(self) -> int:
-        """The HTTP status."""
-
-    @property
-    def headers(self) -> httpx.Headers:
-        """The headers, where the request id is."""
 
 
 class CallRecord(Protocol):
@@ -178,7 +167,7 @@ class CallWatch:
         self._hooks = observer.hooks
         recorder = observer.recorder()
         self._record = None if recorder is None else recorder.call_started(call, url)
-        self._response: Answered | None = None
+        self._response: Answer | None = None
         self._started = time.perf_counter()
         self.attempts = 0
 
@@ -195,7 +184,7 @@ class CallWatch:
         return time.perf_counter()
 
     def attempt_ended(
-        self, started: float, response: Answered | None, error: BaseException | None
+        self, started: float, response: Answer | None, error: BaseException | None
     ) -> None:
         """The attempt begun at `started` ended: answered with `response`, or raising `error`."""
         if response is None and isinstance(error, APIError | APIResponseValidationError):
@@ -212,7 +201,7 @@ class CallWatch:
                 call.reference,
                 self.attempts,
                 None if response is None else response.status_code,
-                None if response is None else request_id_in(response.headers),
+                None if response is None else request_id_of_answer(response),
                 error,
                 time.perf_counter() - started,
             )
@@ -238,7 +227,7 @@ class CallWatch:
         if call.operation != "spend":
             return
         charge = cast("Charge", result)
-        request_id = None if self._response is None else request_id_in(self._response.headers)
+        request_id = None if self._response is None else request_id_of_answer(self._response)
         if logger.isEnabledFor(logging.INFO):
             shown_id = None if request_id is None else printable(request_id)
             logger.info(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Generic, NoReturn, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from ._response import request_id_in
+from ._response import request_id_of_answer
 
 if TYPE_CHECKING:
     from ._base_client import Answer
@@ -69,7 +69,7 @@ class RawResponse(Generic[_T]):
     @property
     def request_id(self) -> str | None:
         """The `cf-ray` or `x-request-id` header, for a support ticket; `None` if absent."""
-        return request_id_in(self._answer.headers)
+        return request_id_of_answer(self._answer)
 
     def parse(self) -> _T:
         """The model of the answer: the `Quote` or `Charge` the plain call returns.

@@ -48,7 +48,10 @@ from ._tracebacks import forget_frames_holding
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from ._transports._direct import DirectAnswer
+
 __all__ = [
+    "REQUEST_ID_HEADERS",
     "connection_error",
     "dead_loop_error",
     "error_from_response",
@@ -57,6 +60,7 @@ __all__ = [
     "parse_success",
     "request_id_in",
     "request_id_of",
+    "request_id_of_answer",
     "unread_answer_error",
 ]
 
@@ -84,7 +88,8 @@ _DESCRIPTIONS: Final[dict[type[APIError], str]] = {
     ServerError: "the server failed to answer the request",
     APIError: "the server refused the request",
 }
-_REQUEST_ID_HEADERS: Final = ("cf-ray", "x-request-id")
+# The headers of an answer's request id, the first one present wins.
+REQUEST_ID_HEADERS: Final = ("cf-ray", "x-request-id")
 _MAX_ERRORS_SHOWN: Final = 3
 # getaddrinfo's answers for a name that does not exist (NXDOMAIN), as opposed to a
 # resolver that failed for now (EAI_AGAIN), which a retry may well get past.
@@ -101,9 +106,16 @@ def request_id_of(response: httpx.Response) -> str | None:
     return request_id_in(response.headers)
 
 
+def request_id_of_answer(answer: httpx.Response | DirectAnswer) -> str | None:
+    """`request_id_of()` an answer of either path; the direct path's reads aiohttp's headers."""
+    if isinstance(answer, httpx.Response):
+        return request_id_in(answer.headers)
+    return answer.request_id
+
+
 def request_id_in(headers: httpx.Headers) -> str | None:
     """`request_id_of()` an answer, from its headers alone."""
-    for name in _REQUEST_ID_HEADERS:
+    for name in REQUEST_ID_HEADERS:
         value: str | None = headers.get(name)
         if value:
             return value
@@ -255,9 +267,9 @@ def parse_response(
 
 
 def parse_success(
-    content: bytes, headers: httpx.Headers, model: type[_T], context: dict[str, Any] | None = None
+    content: bytes, request_id: str | None, model: type[_T], context: dict[str, Any] | None = None
 ) -> _T | None:
-    """`parse_response()` of a 2xx answer, from its body and headers alone: no response.
+    """`parse_response()` of a 2xx answer, from its body and request id alone: no response.
 
     For the direct path (`_transports/_direct.py`), which builds an `httpx.Response` only
     for an answer that raises.
@@ -267,7 +279,7 @@ def parse_success(
         body is not the documented shape or says `"ok": false`: `parse_response()` of the
         whole answer then raises what it raises for it.
     """
-    context = {**(context or {}), "request_id": request_id_in(headers)}
+    context = {**(context or {}), "request_id": request_id}
     try:
         result = model.model_validate_json(content, context=context)
     except ValidationError:

@@ -33,7 +33,7 @@ import httpx
 
 from amaimedia._answer import body_ends, bound_answer, late_body
 from amaimedia._constants import MAX_ANSWER_BYTES
-from amaimedia._response import connection_error, dead_loop_error
+from amaimedia._response import REQUEST_ID_HEADERS, connection_error, dead_loop_error
 
 from ._aiohttp import AiohttpTransport, AnswerBody, Route
 
@@ -192,6 +192,7 @@ class DirectAnswer:
     """
 
     __slots__ = (
+        "_answer_headers",
         "_elapsed",
         "_headers",
         "_outgoing",
@@ -215,6 +216,7 @@ class DirectAnswer:
         self.content = content
         self._outgoing = outgoing
         self._raw_headers = answer.raw_headers
+        self._answer_headers = answer.headers
         self._version = answer.version
         self._reason = answer.reason
         self._elapsed = elapsed
@@ -231,6 +233,19 @@ class DirectAnswer:
         if headers is None:
             headers = self._headers = httpx.Headers(self._raw_headers)
         return headers
+
+    @property
+    def request_id(self) -> str | None:
+        """`request_id_of()` the answer, read from aiohttp's headers: no `httpx.Headers`.
+
+        As httpx reads a header given more than once: its values joined by `", "`.
+        """
+        headers = self._answer_headers
+        for name in REQUEST_ID_HEADERS:
+            values = headers.getall(name, ())
+            if values:
+                return ", ".join(values) if len(values) > 1 else values[0]
+        return None
 
     def response(self) -> httpx.Response:
         """The answer as an `httpx.Response`, its body read; built once, on first use."""
