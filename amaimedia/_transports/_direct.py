@@ -242,9 +242,9 @@ class DirectAnswer:
         """
         headers = self._answer_headers
         for name in REQUEST_ID_HEADERS:
-            values = headers.getall(name, ())
-            if values:
-                return ", ".join(values) if len(values) > 1 else values[0]
+            value = ", ".join(headers.getall(name, ()))
+            if value:
+                return value
         return None
 
     def response(self) -> httpx.Response:

@@ -322,3 +322,38 @@ def test_a_closed_client_sends_nothing(served: str) -> None:
             await client.check("chat")
 
     run(main)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],
+        [("X-Request-Id", "r-1")],
+        [("x-request-id", "r-1"), ("X-Request-ID", "r-2")],  # joined, as httpx reads it
+        [("x-request-id", "r-1"), ("CF-Ray", "8a1b-LHR")],  # cf-ray first
+        [("cf-ray", ""), ("x-request-id", "r-1")],  # an empty one does not count
+    ],
+)
+def test_the_request_id_read_from_aiohttp_s_headers_is_the_one_httpx_reads(
+    headers: list[tuple[str, str]],
+) -> None:
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    from amaimedia._response import request_id_in
+
+    raw = tuple((name.encode(), value.encode()) for name, value in headers)
+    parsed = CIMultiDictProxy(CIMultiDict(headers))
+
+    class Answer:
+        status, reason, version = 200, "OK", None
+        raw_headers = raw
+        headers = parsed
+
+    class Body:
+        answer = Answer()
+
+    class Outgoing:
+        url = httpx.URL("http://127.0.0.1/api/v1/tools/check")
+
+    answer = DirectAnswer(Outgoing(), Body(), b"{}", 0.0)  # type: ignore[arg-type]
+    assert answer.request_id == request_id_in(httpx.Headers(list(raw)))
