@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
+import math
 import os
 import threading
 import time
@@ -61,6 +62,8 @@ __all__ = [
 # trip, a thread switch) is not measured, and a charge settled then must count. The time
 # it waits in the book's queue and for the scope's lock is measured, and added by the book.
 SETTLED_MARGIN: Final = 0.25
+# Charges settled within this many seconds of each other are kept as one (see `_Scope`).
+_SETTLED_RESOLUTION: Final = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,15 +134,29 @@ class _Scope:
     # forgotten, and cut off now and then): when each settled, by time.monotonic(), and
     # the tokens charged by it and every charge before it. The charges of a quote's
     # window are then one bisection and one subtraction, however many blocks a second
-    # settle.
+    # settle. The charges settled within `_SETTLED_RESOLUTION` seconds of the first of
+    # them share one entry, with the time of the last: a window that starts among them
+    # counts them all (refusing a little early, never late), and the lists hold at most
+    # one entry per that many seconds of the five minutes kept, however many blocks a
+    # second settle.
     settled_at: list[float] = field(default_factory=list)
     charged_through: list[int] = field(default_factory=list)
     start: int = 0
     # What the charges cut off from the lists charged, in all.
     cut: int = 0
+    # When the first charge of the last entry settled.
+    last_entry_began: float = -math.inf
 
     def settle(self, when: float, tokens: int) -> None:
         before = self.charged_through[-1] if self.charged_through else self.cut
+        if (
+            when - self.last_entry_began < _SETTLED_RESOLUTION
+            and len(self.settled_at) > self.start
+        ):
+            self.settled_at[-1] = max(self.settled_at[-1], when)
+            self.charged_through[-1] = before + tokens
+            return
+        self.last_entry_began = when
         self.settled_at.append(when)
         self.charged_through.append(before + tokens)
 

@@ -650,3 +650,40 @@ def test_the_window_counts_exactly_its_charges_among_many(clock: Clock) -> None:
     assert counted(1.0) == 100
     clock.now += 2 * keep
     assert counted(10 * keep) == 0
+
+
+def test_many_charges_a_second_keep_the_book_small(clock: Clock) -> None:
+    # 100,000 blocks settling within ten seconds: one entry per hundredth of a second.
+    book = ProcessBook()
+    start = clock.now
+    for index in range(100_000):
+        clock.now = start + index * 1e-4
+        decision = book.admit("acct", 1, balance_after=10**9, window=0.0)
+        assert isinstance(decision.reservation, int)
+        book.release("acct", decision.reservation, 1)
+    scope = book._scopes["acct"]
+    assert len(scope.settled_at) - scope.start <= 1_001
+    # Every charge still counts for a window that reaches back over them all.
+    assert book.admit("acct", 1, balance_after=10**9, window=60.0).reserved == 100_000
+
+
+def test_charges_kept_as_one_are_counted_early_never_late(clock: Clock) -> None:
+    book = ProcessBook()
+    start = clock.now
+    settled: list[float] = []
+    for index in range(200):  # a charge of 1 token every 3 ms, for 0.6 s
+        clock.now = start + index * 0.003
+        decision = book.admit("acct", 1, balance_after=10**9, window=0.0)
+        assert isinstance(decision.reservation, int)
+        book.release("acct", decision.reservation, 1)
+        settled.append(clock.now)
+    clock.now = start + 1.0
+    resolution = admission_module._SETTLED_RESOLUTION
+    for window in (0.05, 0.1, 0.2345, 0.4, 0.7, 0.9999, 1.0):
+        decision = book.admit("acct", 1, balance_after=10**9, window=window)
+        assert isinstance(decision.reservation, int)
+        book.release("acct", decision.reservation, None)
+        since = clock.now - window
+        exact = sum(1 for when in settled if when >= since)
+        at_most = sum(1 for when in settled if when >= since - resolution)
+        assert exact <= decision.reserved <= at_most, window
