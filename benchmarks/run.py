@@ -939,7 +939,7 @@ def import_row(settings: Settings) -> Row:
         f"{sdk * 1000:.0f} ms",
         f"{raw * 1000:.0f} ms: `{RAW_IMPORT}`",
         sdk / raw,
-        1.15,
+        1.05,
     )
 
 
