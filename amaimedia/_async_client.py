@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import httpx
 
+from . import _lazy_names
 from ._base_client import BaseClient, build_models, models_built
 from ._constants import (
     DEFAULT_MAX_AGE,
@@ -147,8 +148,8 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         admission: bool = True,
         dangerously_allow_browser: bool = False,
     ) -> None:
-        from ._config import ClientConfig, TransportOptions, check_runtime
-        from ._transports import resolve_async_transport  # async only
+        from amaimedia._config import ClientConfig, TransportOptions, check_runtime
+        from amaimedia._transports import resolve_async_transport  # async only
 
         try:
             self._transport_name = resolve_async_transport(transport, http_client)  # async only
@@ -185,7 +186,7 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         options: TransportOptions,
     ) -> httpx.AsyncClient:
         # Imported here: a client on a pool of the caller's never needs the transports.
-        from ._transports import (
+        from amaimedia._transports import (
             direct_path,  # async only
             new_async_transport,
         )
@@ -276,7 +277,7 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             await run_in_thread(build_models)
         request, call = self._check_request(tool, units)
         quote, answer = await self._send_with_response(request, self._quote_parser(), call)
-        from ._raw_response import RawResponse
+        from amaimedia._raw_response import RawResponse
 
         return RawResponse(answer, quote)
 
@@ -284,7 +285,7 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         self, tool: ToolName | str, units: Units, reference: str | None
     ) -> RawResponse[Charge]:
         charge, answer = await self._spend_with_response(tool, units, reference)
-        from ._raw_response import RawResponse
+        from amaimedia._raw_response import RawResponse
 
         return RawResponse(answer, charge)
 
@@ -318,8 +319,6 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         validated: bool = False,
     ) -> tuple[Charge, Answer]:
         """`_spend()`, and the answer the charge is of (for `with_raw_response`)."""
-        from ._exceptions import AmaiError
-
         if not models_built():
             await run_in_thread(build_models)
         request, call = self._spend_request(
@@ -329,7 +328,7 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         parse = self._charge_parser(call.reference)
         try:
             return await self._send_with_response(request, parse, call)
-        except AmaiError as exc:
+        except _lazy_names.AmaiError as exc:
             # Whatever went wrong, the caller can replay with this reference: without it,
             # a spend with a generated reference and an unclear outcome would be lost.
             exc.reference = call.reference
@@ -374,7 +373,7 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             SpendFailedError: On exit, the work succeeded but its spend finally failed;
                 its `__cause__` tells why, and its message says how to replay it.
         """
-        from ._async_metered import AsyncMeteredBlock
+        from amaimedia._async_metered import AsyncMeteredBlock
 
         arguments = self._metered_arguments(tool, units, reference)
         return AsyncMeteredBlock(self, arguments, self._journal)
@@ -419,8 +418,8 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             ValueError: An argument is impossible; nothing was written.
             SpendJournalError: The write failed (your transaction is then aborted).
         """
-        from ._models import SpendRequest
-        from ._references import new_reference
+        from amaimedia._models import SpendRequest
+        from amaimedia._references import new_reference
 
         if reference is None:
             reference = new_reference()
@@ -503,8 +502,8 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
             TypeError: An age is neither seconds nor a `timedelta`, or `previous_keys`
                 is not a list of str.
         """
-        from ._async_metered import areplay_journal
-        from ._journal._replay import ReplayRules
+        from amaimedia._async_metered import areplay_journal
+        from amaimedia._journal._replay import ReplayRules
 
         rules = ReplayRules(max_age, older_than)
         try:
@@ -539,8 +538,7 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
 
         `parse` turns an answer into the result, or raises its error.
         """
-        from ._exceptions import AmaiError
-
+        names = _lazy_names  # bound by the call's models_built() / build_models()
         deadline = self._deadline()
         # Hooks, logs and OpenTelemetry see the call through this, never the request's
         # headers (see _observer.py).
@@ -563,7 +561,7 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         try:
             try:
                 result = await attempt()
-            except AmaiError as exc:
+            except names.AmaiError as exc:
                 if not self._retry_policy.retries(exc):
                     raise
                 result = await self._retry_policy.async_retry(
@@ -585,12 +583,7 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
         if direct is not None:  # async only
             pool, in_flight = self._http, self._in_flight  # async only
             return await direct.attempt(outgoing, in_flight, pool, deadline)  # async only
-        from ._answer import bound_answer
-        from ._response import (
-            connection_error,
-            dead_loop_error,  # async only
-        )
-
+        names = _lazy_names  # bound by the call's models_built() / build_models()
         request = outgoing.request()
         with self._in_flight.attempt(request, self._http):
             try:
@@ -598,16 +591,16 @@ class AsyncAmaiClient(BaseClient[httpx.AsyncClient]):
                 try:
                     # Read here, so that no answer is read or held beyond the SDK's bounds:
                     # its size, its coding and its time (see _answer.py).
-                    bound_answer(response, deadline)
+                    names.bound_answer(response, deadline)
                     await response.aread()
                 finally:
                     await response.aclose()
                 return response
             except httpx.RequestError as exc:
-                raise connection_error(exc, request) from exc
+                raise names.connection_error(exc, request) from exc
             except RuntimeError as exc:  # async only
                 # A caller's pool whose connections belong to a loop that ended.  # async only
-                raise dead_loop_error(exc, request) from exc  # async only
+                raise names.dead_loop_error(exc, request) from exc  # async only
 
     async def aclose(self) -> None:
         """Close the client, and its connection pool unless that belongs to someone else.

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import copy
 import logging
-import sys
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeAlias, TypeVar
 
 import httpx
 
+from . import _lazy_names
 from ._logging import logger
 from ._types import NOT_GIVEN, NotGiven, TimeoutTypes, Units
 
@@ -39,8 +39,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Answer", "AnswerParser", "BaseClient", "build_models", "models_built"]
 
-_MODELS = "amaimedia._models"
-
 
 def models_built() -> bool:
     """Whether the models are loaded and built, so that a call builds nothing any more.
@@ -48,18 +46,16 @@ def models_built() -> bool:
     Asked before every call: it loads nothing (pydantic's model machinery loads with the
     models, on the first call).
     """
-    models = sys.modules.get(_MODELS)
-    return models is not None and bool(models.models_built())
+    return _lazy_names.bound
 
 
 def build_models() -> None:
     """Load the models, pydantic's model machinery with them, and build their validators.
 
-    The async client runs this off its event loop, as its first call's first step.
+    With them, the names every call uses are bound (`_lazy_names.py`). The async client
+    runs this off its event loop, as its first call's first step.
     """
-    from ._models import build_models
-
-    build_models()
+    _lazy_names.bind()
 
 
 _HttpT = TypeVar("_HttpT", httpx.Client, httpx.AsyncClient)
@@ -105,8 +101,8 @@ class BaseClient(Generic[_HttpT]):
         if not isinstance(admission, bool):
             raise TypeError(f"admission must be True or False, got {type(admission).__name__}")
         self._admits = admission
-        from ._in_flight import InFlight
-        from ._observer import Observer
+        from amaimedia._in_flight import InFlight
+        from amaimedia._observer import Observer
 
         # Checked first: a bad hooks argument fails before a pool or a journal is opened.
         observer = Observer(hooks, tracer_provider=tracer_provider, meter_provider=meter_provider)
@@ -135,7 +131,7 @@ class BaseClient(Generic[_HttpT]):
         try:
             self._journal_opening = None
             if spend_journal is not None:
-                from ._journal import JournalOpening
+                from amaimedia._journal import JournalOpening
 
                 self._journal_opening = JournalOpening(spend_journal, defer=self._defers_journal())
         except BaseException:
@@ -146,10 +142,10 @@ class BaseClient(Generic[_HttpT]):
     def _setup(
         self, config: ClientConfig, http: _HttpT, *, owns_http: bool, observer: Observer
     ) -> None:
-        from ._admission import Admission, process_scope
-        from ._observer import Observer
-        from ._outgoing import RequestBuilder
-        from ._retry import RetryPolicy
+        from amaimedia._admission import Admission, process_scope
+        from amaimedia._observer import Observer
+        from amaimedia._outgoing import RequestBuilder
+        from amaimedia._retry import RetryPolicy
 
         self._config = config
         self._retry_policy = RetryPolicy(config.max_retries, config.max_retry_after)
@@ -163,7 +159,7 @@ class BaseClient(Generic[_HttpT]):
         # carry another key).
         self._journal = None
         if self._journal_opening is not None:
-            from ._journal import ScopedJournal, journal_keys
+            from amaimedia._journal import ScopedJournal, journal_keys
 
             keys = journal_keys(config.api_key, config.base_url)
             self._journal = ScopedJournal(self._journal_opening, keys)
@@ -198,7 +194,7 @@ class BaseClient(Generic[_HttpT]):
             TypeError: Not a list of str.
             ValueError: A malformed key (named by its index, never shown).
         """
-        from ._journal import previous_journal_keys
+        from amaimedia._journal import previous_journal_keys
 
         try:
             return previous_journal_keys(previous_keys, self._config.api_key, self.base_url)
@@ -287,7 +283,7 @@ class BaseClient(Generic[_HttpT]):
         Returns:
             A new client of the same class.
         """
-        from ._config import (
+        from amaimedia._config import (
             ClientConfig,
             resolve_api_key,
             resolve_base_url,
@@ -296,7 +292,7 @@ class BaseClient(Generic[_HttpT]):
             resolve_timeout,
             resolve_total_timeout,
         )
-        from ._observer import Observer
+        from amaimedia._observer import Observer
 
         old = self._config
         try:
@@ -347,13 +343,13 @@ class BaseClient(Generic[_HttpT]):
     def _metered_arguments(
         tool: str, units: Units, reference: ReferenceArgument
     ) -> MeteredArguments:
-        from ._metered_base import MeteredArguments
+        from amaimedia._metered_base import MeteredArguments
 
         return MeteredArguments.validate(tool, units, reference)
 
     def _require_journal(self) -> ScopedJournal:
         if self._journal is None:
-            from ._exceptions import AmaiError
+            from amaimedia._exceptions import AmaiError
 
             raise AmaiError(
                 f"this {type(self).__name__} keeps no spend journal; "
@@ -366,7 +362,7 @@ class BaseClient(Generic[_HttpT]):
         seconds = self._config.total_timeout
         if seconds is None:
             return None
-        from ._deadline import Deadline
+        from amaimedia._deadline import Deadline
 
         return Deadline(seconds)
 
@@ -378,15 +374,13 @@ class BaseClient(Generic[_HttpT]):
         `validated`: the arguments were validated already (a metered block's, when
         `metered()` was called), and are taken as they are.
         """
-        from ._models import CheckRequest
-        from ._observer import CallInfo
-
+        names = _lazy_names  # bound by the call's models_built() / build_models()
         body = (
-            CheckRequest.model_construct(tool=tool, units=units)
+            names.CheckRequest.model_construct(tool=tool, units=units)
             if validated
-            else CheckRequest.from_arguments(tool=tool, units=units)
+            else names.CheckRequest.from_arguments(tool=tool, units=units)
         )
-        call = CallInfo("check", body.tool, body.units)
+        call = names.CallInfo("check", body.tool, body.units)
         return self._build_request(self._config.check_url, body), call
 
     def _spend_request(
@@ -405,24 +399,20 @@ class BaseClient(Generic[_HttpT]):
         """
         # The reference is fixed here, before the retry loop, and the request built once:
         # every retry of a spend sends the same bytes, so it can never charge twice.
-        from ._models import SpendRequest
-        from ._observer import CallInfo
-
+        names = _lazy_names  # bound by the call's models_built() / build_models()
         if reference is None:
-            from ._references import new_reference
-
-            reference = new_reference()
+            reference = names.new_reference()
         body = (
-            SpendRequest.model_construct(tool=tool, units=units, reference=reference)
+            names.SpendRequest.model_construct(tool=tool, units=units, reference=reference)
             if validated
-            else SpendRequest.from_arguments(tool=tool, units=units, reference=reference)
+            else names.SpendRequest.from_arguments(tool=tool, units=units, reference=reference)
         )
-        call = CallInfo("spend", body.tool, body.units, body.reference, warn_on_failure)
+        call = names.CallInfo("spend", body.tool, body.units, body.reference, warn_on_failure)
         return self._build_request(self._config.spend_url, body), call
 
     def _build_request(self, url: httpx.URL, body: CheckRequest | SpendRequest) -> Outgoing:
         if self.is_closed:
-            from ._exceptions import AmaiError
+            from amaimedia._exceptions import AmaiError
 
             raise AmaiError(
                 f"{type(self).__name__} is closed; create a new client to send requests"
@@ -434,16 +424,12 @@ class BaseClient(Generic[_HttpT]):
 
     @staticmethod
     def _quote_parser() -> AnswerParser[Quote]:
-        from ._models import Quote
-
-        return AnswerParser(Quote)
+        return AnswerParser(_lazy_names.Quote)
 
     @staticmethod
     def _charge_parser(reference: str) -> AnswerParser[Charge]:
         # The server does not echo the reference; the parser puts the one sent in Charge.
-        from ._models import Charge
-
-        return AnswerParser(Charge, {"reference": reference})
+        return AnswerParser(_lazy_names.Charge, {"reference": reference})
 
     def __repr__(self) -> str:
         config = getattr(self, "_config", None)
@@ -486,19 +472,18 @@ class AnswerParser(Generic[_ModelT]):
             APIError: The status is not 2xx, or a 2xx body says `"ok": false`.
             APIResponseValidationError: A 2xx body is not the documented shape.
         """
-        from ._response import parse_response, parse_success
-
+        names = _lazy_names
         if isinstance(answer, httpx.Response):
             if logger.isEnabledFor(logging.DEBUG):
                 request = answer.request
                 _log_response(request.method, request.url, answer.status_code, answer)
-            return parse_response(answer, self.model, self.context)
+            return names.parse_response(answer, self.model, self.context)
         if logger.isEnabledFor(logging.DEBUG):
             _log_response(answer.method, answer.url, answer.status_code, answer)
-        result = parse_success(answer.content, answer.request_id, self.model, self.context)
+        result = names.parse_success(answer.content, answer.request_id, self.model, self.context)
         if result is None:
             # Not a success after all: its error is made from the whole answer, as ever.
-            result = parse_response(answer.response(), self.model, self.context)
+            result = names.parse_response(answer.response(), self.model, self.context)
         return result
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
+from . import _lazy_names
 from ._base_client import BaseClient, build_models, models_built
 from ._constants import (
     DEFAULT_MAX_AGE,
@@ -140,7 +141,7 @@ class AmaiClient(BaseClient[httpx.Client]):
         admission: bool = True,
         dangerously_allow_browser: bool = False,
     ) -> None:
-        from ._config import ClientConfig, TransportOptions, check_runtime
+        from amaimedia._config import ClientConfig, TransportOptions, check_runtime
 
         try:
             check_runtime(dangerously_allow_browser)
@@ -176,7 +177,7 @@ class AmaiClient(BaseClient[httpx.Client]):
         options: TransportOptions,
     ) -> httpx.Client:
         # Imported here: a client on a pool of the caller's never needs the transports.
-        from ._transports import (
+        from amaimedia._transports import (
             new_transport,
         )
 
@@ -264,7 +265,7 @@ class AmaiClient(BaseClient[httpx.Client]):
             run_inline(build_models)
         request, call = self._check_request(tool, units)
         quote, answer = self._send_with_response(request, self._quote_parser(), call)
-        from ._raw_response import RawResponse
+        from amaimedia._raw_response import RawResponse
 
         return RawResponse(answer, quote)
 
@@ -272,7 +273,7 @@ class AmaiClient(BaseClient[httpx.Client]):
         self, tool: ToolName | str, units: Units, reference: str | None
     ) -> RawResponse[Charge]:
         charge, answer = self._spend_with_response(tool, units, reference)
-        from ._raw_response import RawResponse
+        from amaimedia._raw_response import RawResponse
 
         return RawResponse(answer, charge)
 
@@ -306,8 +307,6 @@ class AmaiClient(BaseClient[httpx.Client]):
         validated: bool = False,
     ) -> tuple[Charge, Answer]:
         """`_spend()`, and the answer the charge is of (for `with_raw_response`)."""
-        from ._exceptions import AmaiError
-
         if not models_built():
             run_inline(build_models)
         request, call = self._spend_request(
@@ -317,7 +316,7 @@ class AmaiClient(BaseClient[httpx.Client]):
         parse = self._charge_parser(call.reference)
         try:
             return self._send_with_response(request, parse, call)
-        except AmaiError as exc:
+        except _lazy_names.AmaiError as exc:
             # Whatever went wrong, the caller can replay with this reference: without it,
             # a spend with a generated reference and an unclear outcome would be lost.
             exc.reference = call.reference
@@ -362,7 +361,7 @@ class AmaiClient(BaseClient[httpx.Client]):
             SpendFailedError: On exit, the work succeeded but its spend finally failed;
                 its `__cause__` tells why, and its message says how to replay it.
         """
-        from ._metered import MeteredBlock
+        from amaimedia._metered import MeteredBlock
 
         arguments = self._metered_arguments(tool, units, reference)
         return MeteredBlock(self, arguments, self._journal)
@@ -407,8 +406,8 @@ class AmaiClient(BaseClient[httpx.Client]):
             ValueError: An argument is impossible; nothing was written.
             SpendJournalError: The write failed (your transaction is then aborted).
         """
-        from ._models import SpendRequest
-        from ._references import new_reference
+        from amaimedia._models import SpendRequest
+        from amaimedia._references import new_reference
 
         if reference is None:
             reference = new_reference()
@@ -491,8 +490,8 @@ class AmaiClient(BaseClient[httpx.Client]):
             TypeError: An age is neither seconds nor a `timedelta`, or `previous_keys`
                 is not a list of str.
         """
-        from ._metered import replay_journal
-        from ._journal._replay import ReplayRules
+        from amaimedia._metered import replay_journal
+        from amaimedia._journal._replay import ReplayRules
 
         rules = ReplayRules(max_age, older_than)
         try:
@@ -527,8 +526,7 @@ class AmaiClient(BaseClient[httpx.Client]):
 
         `parse` turns an answer into the result, or raises its error.
         """
-        from ._exceptions import AmaiError
-
+        names = _lazy_names  # bound by the call's models_built() / build_models()
         deadline = self._deadline()
         # Hooks, logs and OpenTelemetry see the call through this, never the request's
         # headers (see _observer.py).
@@ -551,7 +549,7 @@ class AmaiClient(BaseClient[httpx.Client]):
         try:
             try:
                 result = attempt()
-            except AmaiError as exc:
+            except names.AmaiError as exc:
                 if not self._retry_policy.retries(exc):
                     raise
                 result = self._retry_policy.retry(
@@ -569,11 +567,7 @@ class AmaiClient(BaseClient[httpx.Client]):
         return result
 
     def _attempt(self, outgoing: Outgoing, deadline: Deadline | None) -> Answer:
-        from ._answer import bound_answer
-        from ._response import (
-            connection_error,
-        )
-
+        names = _lazy_names  # bound by the call's models_built() / build_models()
         request = outgoing.request()
         with self._in_flight.attempt(request, self._http):
             try:
@@ -581,13 +575,13 @@ class AmaiClient(BaseClient[httpx.Client]):
                 try:
                     # Read here, so that no answer is read or held beyond the SDK's bounds:
                     # its size, its coding and its time (see _answer.py).
-                    bound_answer(response, deadline)
+                    names.bound_answer(response, deadline)
                     response.read()
                 finally:
                     response.close()
                 return response
             except httpx.RequestError as exc:
-                raise connection_error(exc, request) from exc
+                raise names.connection_error(exc, request) from exc
 
     def close(self) -> None:
         """Close the client, and its connection pool unless that belongs to someone else.

@@ -43,6 +43,7 @@ RULES = [
         "from ._offload import claim_in_thread, run_in_thread, run_shielded",
         "from ._offload import claim_inline, run_inline",
     ),
+    ("from amaimedia._async_metered import", "from amaimedia._metered import"),
     ("from ._async_metered import", "from ._metered import"),
     ("in asyncio code", "in ordinary, blocking code"),
     ("is_async=True", "is_async=False"),

@@ -354,15 +354,18 @@ def test_a_new_journal_file_is_logged(tmp_path: Any, caplog: pytest.LogCaptureFi
 def test_the_first_call_builds_the_models_once(
     harness: Harness, router: respx.Router, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from amaimedia import _models
+    from amaimedia import _lazy_names, _models
 
+    # As in a fresh process: no model built, and none of the names the calls use bound.
     monkeypatch.setattr(_models, "_built", False)
+    monkeypatch.setattr(_lazy_names, "bound", False)
     client = routed_client(harness, router)
     assert harness.run(client.check("chat")).cost_tokens == 5
-    assert _models.models_built()
+    assert _models.models_built() and _lazy_names.bound
     monkeypatch.setattr(_models, "_built", False)
+    monkeypatch.setattr(_lazy_names, "bound", False)
     assert harness.run(client.spend("chat", reference="job-1")).charged == 5
-    assert _models.models_built()
+    assert _models.models_built() and _lazy_names.bound
     _models.build_models()  # again: nothing left to build
     assert _models.models_built()
 
