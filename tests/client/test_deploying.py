@@ -361,11 +361,13 @@ def test_the_first_call_builds_the_models_once(
     monkeypatch.setattr(_lazy_names, "bound", False)
     client = routed_client(harness, router)
     assert harness.run(client.check("chat")).cost_tokens == 5
-    assert _models.models_built() and _lazy_names.bound
+    assert _models.models_built()
+    assert _lazy_names.bound
     monkeypatch.setattr(_models, "_built", False)
     monkeypatch.setattr(_lazy_names, "bound", False)
     assert harness.run(client.spend("chat", reference="job-1")).charged == 5
-    assert _models.models_built() and _lazy_names.bound
+    assert _models.models_built()
+    assert _lazy_names.bound
     _models.build_models()  # again: nothing left to build
     assert _models.models_built()
 
