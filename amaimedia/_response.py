@@ -88,7 +88,7 @@ _DESCRIPTIONS: Final[dict[type[APIError], str]] = {
     ServerError: "the server failed to answer the request",
     APIError: "the server refused the request",
 }
-# The headers of an answer's request id, the first one present wins.
+# The headers of an answer's request id: the first one present and not empty is the id.
 REQUEST_ID_HEADERS: Final = ("cf-ray", "x-request-id")
 _MAX_ERRORS_SHOWN: Final = 3
 # getaddrinfo's answers for a name that does not exist (NXDOMAIN), as opposed to a
