@@ -20,9 +20,10 @@ def new_reference() -> str:
     random bits make them unique across processes and machines without coordination.
     """
     global _day  # a cache: a race only formats the same day twice
-    number, day = _day
     now = time.time()
-    if int(now // 86400) != number:
+    today = int(now // 86400)
+    number, day = _day
+    if today != number:
         day = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
-        _day = (int(now // 86400), day)
+        _day = (today, day)
     return f"req_{day}_{secrets.token_hex(10)}"

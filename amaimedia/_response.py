@@ -109,7 +109,7 @@ def request_id_of(response: httpx.Response) -> str | None:
 def request_id_of_answer(answer: httpx.Response | DirectAnswer) -> str | None:
     """`request_id_of()` an answer of either path; the direct path's reads aiohttp's headers."""
     if isinstance(answer, httpx.Response):
-        return request_id_in(answer.headers)
+        return request_id_of(answer)
     return answer.request_id
 
 

@@ -84,17 +84,13 @@ class PerLoop(Generic[_S]):
             for other in [other for other in self._states if other.is_closed()]:
                 # Closed without shutdown_asyncgens(): nothing can close its state now.
                 del self._states[other]
-                self._forget_last()
+                self._last = None
             entry = self._states.get(loop)
             if entry is None:
                 return None
             # Under the lock: a state that aclose() took away is never remembered.
             self._last = (loop, self._generation, entry[0])
             return entry[0]
-
-    def _forget_last(self) -> None:
-        """Called with the lock held, when a state leaves `_states`."""
-        self._last = None
 
     async def _watch(
         self, loop: asyncio.AbstractEventLoop, state: _S
@@ -106,7 +102,7 @@ class PerLoop(Generic[_S]):
                 entry = self._states.get(loop)
                 if entry is not None and entry[0] is state:
                     del self._states[loop]
-                    self._forget_last()
+                    self._last = None
             await self._close(state)
 
     async def aclose(self) -> None:
@@ -120,7 +116,7 @@ class PerLoop(Generic[_S]):
                 abandon(self._states)
                 self._states = {}
             entries, self._states = self._states, {}
-            self._forget_last()
+            self._last = None
         for loop, (_, watcher) in entries.items():
             if loop is current:
                 await watcher.aclose()
