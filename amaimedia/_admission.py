@@ -21,7 +21,9 @@ forked child, which has no blocks in flight. A journal that can hold a book of i
 (`SharedBook`, in PostgreSQL or an SQLite file) shares it with every process using that
 journal; this process's own book is then kept beside it, for `reserved_tokens()` and for
 the rare admission the shared book cannot answer (the database is unreachable), which the
-local book decides alone, with a warning.
+local book decides alone, with a warning. While the balance is ample, the shared book is
+asked for room for several blocks at once, which the next blocks take their costs out of
+without a round trip (`_allotments.py`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
 
+from ._allotments import Allotments, Share, allotments
 from ._exceptions import InsufficientCreditsError
 from ._logging import logger
 
@@ -52,6 +55,7 @@ __all__ = [
     "Admission",
     "Decision",
     "ProcessBook",
+    "Releases",
     "Reservation",
     "SharedBook",
     "process_book",
@@ -121,6 +125,19 @@ class SharedBook(Protocol):
         Raises:
             SpendJournalError: The book could not be read.
         """
+
+    def holds(self, reservation: object) -> bool:
+        """Whether a reservation this book made still counts: not released, not closed.
+
+        Never blocks: it reads what this process knows.
+        """
+
+
+class Releases(Protocol):
+    """What a reservation is ended through: a shared book, or an allotment of one."""
+
+    def release(self, reservation: object, charged: int | None) -> None:
+        """End a reservation; never blocks, never raises (`SharedBook.release`)."""
 
 
 @dataclass
@@ -281,7 +298,7 @@ class Reservation:
         cost: int,
         scope: str,
         reservation: int,
-        shared: tuple[SharedBook, object] | None = None,
+        shared: tuple[Releases, object] | None = None,
     ) -> None:
         self.cost = cost
         self._book = process_book()
@@ -362,9 +379,18 @@ class Admission:
         local = process_book()
         if shared is not None:
             book, scope = shared
+            pool = allotments(book, scope)
+
+            def window() -> float:
+                return time.monotonic() - asked + SETTLED_MARGIN
+
             try:
-                window = time.monotonic() - asked + SETTLED_MARGIN
-                decision = book.admit(scope, cost, quote.balance_after, window)
+                share = pool.admit(cost, quote.balance_after, window)
+                decision = (
+                    None
+                    if share is not None
+                    else book.admit(scope, cost, quote.balance_after, window())
+                )
             except Exception as exc:
                 logger.warning(
                     "the spend journal's reservation book could not be read (%s); the "
@@ -372,6 +398,9 @@ class Admission:
                     exc,
                 )
             else:
+                if share is not None:
+                    return self._allotted(tool, units, quote, asked, pool, share)
+                assert decision is not None  # the book decided the block alone
                 if not decision.admitted:
                     raise committed_error(tool, units, quote, decision)
                 held = local.hold(self._scope, cost)
@@ -382,6 +411,39 @@ class Admission:
             raise committed_error(tool, units, quote, decision)
         assert isinstance(decision.reservation, int)
         return Reservation(cost, self._scope, decision.reservation)
+
+    def admit_allotted(
+        self, tool: str, units: Units, quote: Quote, asked: float, shared: tuple[SharedBook, str]
+    ) -> Reservation | None:
+        """`admit()` from an allotment that has room (`_allotments.py`), or `None`.
+
+        It never waits for the book, so it may run on an event loop: `None` sends the
+        block to `admit()`, in a thread.
+
+        Raises:
+            InsufficientCreditsError: The quote does not cover this process's blocks in
+                flight; nothing was reserved.
+        """
+        pool = allotments(*shared)
+        share = pool.take(quote.cost_tokens)
+        if share is None:
+            return None
+        return self._allotted(tool, units, quote, asked, pool, share)
+
+    def _allotted(
+        self, tool: str, units: Units, quote: Quote, asked: float, pool: Allotments, share: Share
+    ) -> Reservation:
+        """The reservation of a block whose cost an allotment holds; checked by its quote."""
+        # The allotment holds the cost against the other processes; the quote must still
+        # cover this process's blocks in flight, and what they charged since it was sent.
+        decision = process_book().admit(
+            self._scope, share.cost, quote.balance_after, time.monotonic() - asked
+        )
+        if not decision.admitted:
+            pool.release(share, None)
+            raise committed_error(tool, units, quote, decision)
+        assert isinstance(decision.reservation, int)
+        return Reservation(share.cost, self._scope, decision.reservation, (pool, share))
 
 
 def committed_error(

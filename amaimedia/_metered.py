@@ -173,6 +173,9 @@ def _admit(
     shared = admission.shared_book()
     if shared is None:
         return admission.admit(tool, units, quote, asked)
+    allotted = admission.admit_allotted(tool, units, quote, asked, shared)
+    if allotted is not None:
+        return allotted
     # The journal's book is in its database: off the event loop, and a task cancelled
     # meanwhile gives back what the thread reserved for it.
     return claim_inline(admission.admit, _give_back, tool, units, quote, asked, shared)

@@ -238,6 +238,10 @@ class PostgresReservationBook:
         if isinstance(reservation, _Held):
             self._thread.tell(self._worker.release, reservation, charged)
 
+    def holds(self, reservation: object) -> bool:
+        """Whether a reservation of this book still counts; see `SharedBook.holds`."""
+        return isinstance(reservation, _Held) and reservation.id in self._worker.live
+
     def reserved(self, scope: str) -> int:
         """The tokens reserved in `scope` by every live worker.
 
@@ -277,7 +281,8 @@ class _Worker:
         )
         self._db: psycopg.Connection[Any] | None = None
         self._holder = 0
-        self._live: dict[int, _Held] = {}
+        # Written by the book's thread only; `holds()` reads it from any thread.
+        self.live: dict[int, _Held] = {}
         # Released rows not yet sent, and what each charged (0: nothing): the next
         # admission carries them, or they go alone after `_RELEASE_WAIT_S`.
         self._released: list[tuple[int, int]] = []
@@ -299,12 +304,12 @@ class _Worker:
         if self._released:
             return _RELEASE_WAIT_S
         # While live reservations would go uncounted if the connection was lost.
-        return _WATCH_S if self._live else None
+        return _WATCH_S if self.live else None
 
     def _idle(self) -> None:
         if self._released:
             self._send_releases()
-        elif self._live:
+        elif self.live:
             self._watch()
 
     def _send_releases(self) -> None:
@@ -353,8 +358,8 @@ class _Worker:
             self._released.clear()
             holder = _random_bits(63)
             db.execute("SELECT pg_advisory_lock(%s)", (holder,))
-            if self._live:
-                _rewrite(db, holder, list(self._live.values()))
+            if self.live:
+                _rewrite(db, holder, list(self.live.values()))
         except psycopg.Error as exc:
             db.close()
             raise self._error("write the reservations of", exc) from exc
@@ -404,13 +409,13 @@ class _Worker:
             if added is None:
                 return Decision(False, reserved, blocks)
             held = _Held(int(added), scope, cost)
-            self._live[held.id] = held
+            self.live[held.id] = held
             return Decision(True, reserved, blocks, held)
 
         return self._retrying("write the reservations of", run)
 
     def release(self, held: _Held, charged: int | None) -> None:
-        if self._live.pop(held.id, None) is not None:
+        if self.live.pop(held.id, None) is not None:
             self._released.append((held.id, charged or 0))
 
     def reserved(self, scope: str) -> int:
@@ -429,7 +434,7 @@ class _Worker:
         when this returns, not when the server has noticed the connection is gone.
         """
         self._send_releases()
-        self._live.clear()
+        self.live.clear()
         db = self._db
         if db is not None and _alive(db):
             try:

@@ -115,6 +115,10 @@ class SQLiteReservationBook:
         if isinstance(reservation, _Held):
             self._thread.tell(self._state.release, reservation, charged)
 
+    def holds(self, reservation: object) -> bool:
+        """Whether a reservation of this book still counts; see `SharedBook.holds`."""
+        return isinstance(reservation, _Held) and reservation.id in self._state.live
+
     def reserved(self, scope: str) -> int:
         """The tokens reserved in `scope` by every live process.
 
@@ -136,7 +140,8 @@ class _State:
         self._db: sqlite3.Connection | None = None
         self._claims: _Claims | None = None
         self._holder = 0
-        self._live: set[int] = set()
+        # Written by the book's thread only; `holds()` reads it from any thread.
+        self.live: set[int] = set()
 
     def _connection(self) -> tuple[sqlite3.Connection, _Claims]:
         if self._db is not None and self._claims is not None:
@@ -215,7 +220,7 @@ class _State:
             )
             assert cursor.lastrowid is not None  # an INSERT into a rowid table
             held_row = _Held(cursor.lastrowid, scope)
-            self._live.add(held_row.id)
+            self.live.add(held_row.id)
             return Decision(True, reserved, int(blocks), held_row)
 
         return self._run("write", True, run)
@@ -239,9 +244,9 @@ class _State:
         )
 
     def release(self, held: _Held, charged: int | None) -> None:
-        if held.id not in self._live:
+        if held.id not in self.live:
             return
-        self._live.discard(held.id)
+        self.live.discard(held.id)
 
         def run(db: sqlite3.Connection, claims: _Claims) -> None:
             if charged:
@@ -274,7 +279,7 @@ class _State:
         db, self._db = self._db, None
         claims, self._claims = self._claims, None
         holder, self._holder = self._holder, 0
-        self._live.clear()
+        self.live.clear()
         if db is not None:
             with contextlib.suppress(sqlite3.Error):  # they end with the holder anyway
                 db.execute("DELETE FROM reservations WHERE holder = ?", (holder,))

@@ -170,11 +170,12 @@ def workers(
 
 
 def run_fleet(
-    journal: str, processes: int, blocks: int
+    journal: str, processes: int, blocks: int, funds_for: int = 10
 ) -> tuple[dict[str, Any], FakeAmaiServer, str]:
-    """`processes` workers of `blocks` blocks each, funds for 10 blocks; their totals."""
+    """`processes` workers of `blocks` blocks each, funds for `funds_for` blocks; their
+    totals."""
     fake = FakeAmaiServer()
-    key = fake.create_key(balance=10 * PRICE)
+    key = fake.create_key(balance=funds_for * PRICE)
     totals: dict[str, Any] = {"charged": 0, "refused": 0, "spend_failed": 0, "other": []}
     with fake.serve() as base_url, workers(journal, base_url, key, processes, blocks) as fleet:
         for worker in fleet:  # every block of the fleet admitted or refused, none ended
@@ -186,7 +187,7 @@ def run_fleet(
             totals["other"] += counts["other"]
             stderr = worker.stderr()
             assert "reservation book could not" not in stderr, stderr
-    print(f"{processes} processes x {blocks} blocks, funds for 10: {totals}")
+    print(f"{processes} processes x {blocks} blocks, funds for {funds_for}: {totals}")
     return totals, fake, key
 
 
@@ -198,6 +199,23 @@ def test_four_workers_on_postgresql_never_give_work_away(postgres_url: str) -> N
     assert totals["charged"] + totals["refused"] == 48
     assert len(fake.spends) == totals["charged"]
     assert fake.balance(key) == (10 - totals["charged"]) * PRICE
+
+
+@pytest.mark.parametrize("funds_for", [30, 1000])
+def test_workers_sharing_allotments_never_give_work_away(
+    postgres_url: str, funds_for: int
+) -> None:
+    # With funds for 30 (or more), the workers' first blocks are admitted from allotments
+    # (room for several blocks, one reservation each in the database), the rest one by
+    # one once the balance left is too small for another; with funds for 1000, all from
+    # allotments.
+    totals, fake, key = run_fleet(postgres_url, processes=4, blocks=12, funds_for=funds_for)
+    assert totals["other"] == []
+    assert totals["spend_failed"] == 0
+    assert totals["charged"] >= min(48, funds_for * 8 // 10)
+    assert totals["charged"] + totals["refused"] == 48
+    assert len(fake.spends) == totals["charged"]
+    assert fake.balance(key) == (funds_for - totals["charged"]) * PRICE
 
 
 def test_two_processes_on_one_sqlite_file_never_give_work_away(tmp_path: Path) -> None:
