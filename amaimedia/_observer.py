@@ -227,7 +227,8 @@ class CallWatch:
         if call.operation != "spend":
             return
         charge = cast("Charge", result)
-        request_id = None if self._response is None else request_id_of_answer(self._response)
+        # Read from the answer's headers when the charge was parsed.
+        request_id = charge.request_id
         if logger.isEnabledFor(logging.INFO):
             shown_id = None if request_id is None else printable(request_id)
             logger.info(
