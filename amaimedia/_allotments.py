@@ -90,6 +90,9 @@ class Allotments:
     def __init__(self, book: SharedBook, scope: str) -> None:
         self._book = book
         self._scope = scope
+        # A book that cannot tell whether a reservation still counts (one of a backend
+        # written before `SharedBook.holds`) decides every block itself.
+        self._enabled = callable(getattr(book, "holds", None))
         self._lock = threading.Lock()
         self._open: list[_Allotment] = []
         self._size = SMALLEST
@@ -99,6 +102,8 @@ class Allotments:
 
     def take(self, cost: int) -> Share | None:
         """Take `cost` tokens out of an allotment with room for them; never blocks."""
+        if not self._enabled:
+            return None
         with self._lock:
             share, ended = self._take(cost)
         self._end(ended)
@@ -119,7 +124,7 @@ class Allotments:
         Raises:
             SpendJournalError: The book could not be read or written.
         """
-        if cost <= 0:
+        if cost <= 0 or not self._enabled:
             return None
         while True:
             with self._lock:

@@ -168,7 +168,8 @@ class SpendJournal(Protocol):
     A backend may also hold a reservation book for every process using it: a
     `reservation_book()` method, not part of this protocol, returning a `SharedBook`
     (`_admission.py`), one per backend object and process. Admission looks for it on the
-    open backend; without it, each process's blocks are admitted against its own book.
+    open backend; without it, each process's blocks are admitted against its own book. A
+    book without `SharedBook.holds` decides every block itself (no allotments).
     """
 
     @property

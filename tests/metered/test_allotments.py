@@ -230,6 +230,26 @@ def test_a_closed_book_drops_its_allotments(admission: Admission) -> None:
     finish(reservation, account, 5)
 
 
+class BookWithoutHolds:
+    """A shared book of a backend written before `holds()`: it decides every block."""
+
+    def __init__(self, store: Store) -> None:
+        self._book = ModelBook(store)
+        self.asked = self._book.asked
+        self.admit = self._book.admit
+        self.release = self._book.release
+        self.reserved = self._book.reserved
+
+
+def test_a_book_without_holds_decides_every_block(admission: Admission) -> None:
+    book, account = BookWithoutHolds(Store()), Account(1_000_000)
+    for _ in range(3):
+        quote, asked = account.quote(5)
+        reservation = admission.admit("chat", 1, quote, asked, (book, SCOPE))
+        finish(reservation, account, 5)
+    assert book.asked == [5, 5, 5]
+
+
 def test_a_block_that_charged_past_its_quote_ends_the_allotment(admission: Admission) -> None:
     store = Store()
     book, account = ModelBook(store), Account(1_000_000)
