@@ -88,7 +88,9 @@ class Allotments:
     """
 
     def __init__(self, book: SharedBook, scope: str) -> None:
-        self._book = book
+        # Weakly: the registry's entry for the book holds this object, and must not keep
+        # the book (its journal, connection and thread) alive once nothing else uses it.
+        self._book = weakref.ref(book)
         self._scope = scope
         # A book that cannot tell whether a reservation still counts (one of a backend
         # written before `SharedBook.holds`) decides every block itself.
@@ -158,10 +160,11 @@ class Allotments:
         """Under the lock: a share of an open allotment, and the allotments that ended."""
         ended: list[_Allotment] = []
         share = None
+        book = self._book()
         for allotment in self._open:
             if allotment.closed:
                 continue
-            if not self._book.holds(allotment.reservation):  # the book was closed
+            if book is None or not book.holds(allotment.reservation):  # closed, or gone
                 allotment.closed = True
                 allotment.reservation = None
             elif allotment.left >= cost:
@@ -181,11 +184,12 @@ class Allotments:
     ) -> Share | None:
         """Ask the book for an allotment of `size` blocks' worth, smaller if it must be."""
         balance = balance_after + cost  # before this block
+        book = self._book()
+        if book is None:  # pragma: no cover - the caller holds the book
+            return None
         while True:
             tokens = size * cost
-            decision = self._book.admit(
-                self._scope, tokens, balance - (1 + HEADROOM) * tokens, window()
-            )
+            decision = book.admit(self._scope, tokens, balance - (1 + HEADROOM) * tokens, window())
             if decision.admitted:
                 allotment = _Allotment(decision.reservation, tokens - cost, blocks=1)
                 with self._lock:
@@ -234,9 +238,12 @@ class Allotments:
         return left
 
     def _end(self, ended: list[_Allotment]) -> None:
+        book = self._book()
+        if book is None:  # its reservations ended with it
+            return
         for allotment in ended:
             if allotment.reservation is not None:
-                self._book.release(allotment.reservation, allotment.charged or None)
+                book.release(allotment.reservation, allotment.charged or None)
 
 
 class _Reaper:

@@ -352,3 +352,28 @@ def test_journaled_blocks_share_an_allotment_in_the_files_book(
         wait_until(lambda: book.reserved(scope) == 0)
     assert len(fake.spends) == 30
     assert fake.balance(key) == 970 * price
+
+
+def test_a_journal_no_longer_used_is_not_kept_by_its_allotments(tmp_path: Path) -> None:
+    # The process's registry of allotments must not keep a book (its journal, connection
+    # and thread) alive: a process that opens journal after journal would keep them all.
+    import gc
+    import weakref
+
+    fake = FakeAmaiServer()
+    key = fake.create_key(balance=1000 * FakeAmaiServer.DEFAULT_PRICES["chat"])
+    journal = SQLiteSpendJournal(tmp_path / "j.sqlite3")
+    http_client = httpx.Client(transport=fake.transport())
+    client = AmaiClient(api_key=key, http_client=http_client, spend_journal=journal)
+    with client.metered("chat"):
+        pass
+    client.close()
+    book = weakref.ref(journal.reservation_book())
+    del client, journal
+
+    def gone() -> bool:
+        gc.collect()
+        return book() is None
+
+    # Once its allotment ended (idle), nothing of the SDK's holds the book.
+    wait_until(gone)
