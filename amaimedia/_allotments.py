@@ -153,7 +153,7 @@ class Allotments:
                     self._asking = None
                 asking.set()
             if share is not None:
-                _reaper().watch(self)
+                _the_reaper.watch(self)
             return share
 
     def _take(self, cost: int) -> tuple[Share | None, list[_Allotment]]:
@@ -175,8 +175,10 @@ class Allotments:
             else:  # a larger block than it has room for: it takes no more
                 allotment.closed = True
         if any(allotment.closed and not allotment.blocks for allotment in self._open):
-            ended = [a for a in self._open if a.closed and not a.blocks]
-            self._open = [a for a in self._open if not (a.closed and not a.blocks)]
+            kept: list[_Allotment] = []
+            for allotment in self._open:
+                (ended if allotment.closed and not allotment.blocks else kept).append(allotment)
+            self._open = kept
         return share, ended
 
     def _ask(
@@ -238,6 +240,8 @@ class Allotments:
         return left
 
     def _end(self, ended: list[_Allotment]) -> None:
+        if not ended:
+            return
         book = self._book()
         if book is None:  # its reservations ended with it
             return
@@ -288,10 +292,6 @@ def allotments(book: SharedBook, scope: str) -> Allotments:
             scopes = _books.setdefault(book, {})
             found = scopes.setdefault(scope, Allotments(book, scope))
     return found
-
-
-def _reaper() -> _Reaper:
-    return _the_reaper
 
 
 def _forget() -> None:  # pragma: no cover - runs in a forked child
