@@ -18,7 +18,6 @@ came; its request carries the key anyway, which is why no error ever shows it.
 
 from __future__ import annotations
 
-import json
 import socket
 import ssl
 import time
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 import httpx
 from pydantic_core import ValidationError  # pydantic's own, without its model machinery
 
+from . import _json
 from ._constants import MAX_RETRY_AFTER_HEADER
 from ._exceptions import (
     APIConnectionError,
@@ -165,8 +165,8 @@ def _sane(seconds: float) -> float | None:
 def _decode_body(response: httpx.Response) -> object:
     """The parsed JSON body, or the text when it is not JSON (an HTML error page)."""
     try:
-        return json.loads(response.content)
-    except (ValueError, RecursionError):
+        return _json.loads(response.content)
+    except ValueError:  # not JSON, or nested too deep to decode safely
         pass
     try:
         # httpx decodes leniently: an unknown charset or broken bytes do not raise...
@@ -363,7 +363,7 @@ def _without_key(body: object, key: str) -> object:
     """A decoded body with `[API key]` for `key` in each of its strings, names included.
 
     Walked with a list of its containers, not by recursion: a body nested as deep as
-    `json.loads` allows would exhaust the stack left here.
+    the decoder takes (`_json.MAX_DEPTH`) must not cost the stack its caller has left.
     """
     if not isinstance(body, dict | list):
         return _blank(body, key) if isinstance(body, str) else body

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
+from amaimedia import _json
 from amaimedia._html import html_table
 from amaimedia._types import Units
 
@@ -314,11 +314,11 @@ def read_entry(row: tuple[object, ...], created_at: Callable[[object], datetime]
     moment: datetime | None = None
     try:
         moment = created_at(created)
-        decoded = json.loads(units_text)
+        decoded = _json.loads(units_text)
         if isinstance(decoded, bool) or not isinstance(decoded, int | float):
             raise ValueError(f"not a number: {shown(units_text)}")
     except _UNREADABLE as exc:
-        # RecursionError: deeply nested JSON. The message says what, never the whole row.
+        # The message says what, never the whole row.
         problem = f"{type(exc).__name__}: {shown(str(exc))}"
         return UnreadableEntry(entry, tool_text, units_text, reference_text, moment, problem)
     spend = PendingSpend(
@@ -333,7 +333,7 @@ def read_entry(row: tuple[object, ...], created_at: Callable[[object], datetime]
     return JournalEntry(id=entry, spend=spend, mac=None if mac is None else str(mac))
 
 
-_UNREADABLE = (ValueError, TypeError, OverflowError, RecursionError, MemoryError)
+_UNREADABLE = (ValueError, TypeError, OverflowError, MemoryError)
 
 
 def _count(value: object) -> int:

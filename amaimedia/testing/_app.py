@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from amaimedia import _json
 from amaimedia._constants import CHECK_PATH, SPEND_PATH
 
 from ._faults import Endpoint, Fault, FaultQueues
@@ -237,8 +238,8 @@ def _positive(units: int | float) -> bool:
 def _decode(body: bytes) -> object:
     """The parsed JSON body, or `_NOT_JSON`. `NaN` and `Infinity` are not JSON."""
     try:
-        return json.loads(body, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError):
+        return _json.loads(body, parse_constant=_refuse_constant)
+    except ValueError:  # not JSON, or nested too deep to decode safely
         return _NOT_JSON
 
 

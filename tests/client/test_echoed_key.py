@@ -216,11 +216,10 @@ def test_a_plain_spend_that_failed_logs_no_key(
     assert not [text for text in shown if KEY in text]
 
 
-def test_a_body_nested_as_deep_as_json_allows_is_walked_too() -> None:
+def _nested_error(depth: int) -> tuple[str, APIError]:
     request = httpx.Request(
         "POST", "https://api.example/x", headers={"authorization": f"Bearer {KEY}"}
     )
-    depth = 900  # decodes, but a recursive walk from here would exhaust the stack
     text = (
         '{"ok": false, "error": "server_error", "trace": '
         + "[" * depth
@@ -228,11 +227,22 @@ def test_a_body_nested_as_deep_as_json_allows_is_walked_too() -> None:
         + "]" * depth
         + "}"
     )
-    exc = error_from_response(httpx.Response(503, content=text.encode(), request=request))
+    return text, error_from_response(httpx.Response(503, content=text.encode(), request=request))
+
+
+def test_a_body_nested_as_deep_as_the_decoder_takes_is_walked_too() -> None:
+    text, exc = _nested_error(198)  # with the object around it, 199 levels: decoded
     # pickle cannot write a body this deep, whatever it holds.
     assert KEY not in everything_shown(exc, pickled=False)
     assert exc.error == "server_error"
     assert exc.body == json.loads(text.replace(KEY, SHOWN))
+
+
+def test_a_body_nested_deeper_is_kept_as_text_without_the_key() -> None:
+    text, exc = _nested_error(900)
+    assert KEY not in everything_shown(exc, pickled=False)
+    assert exc.error is None
+    assert exc.body == text.replace(KEY, SHOWN)
 
 
 def test_a_transport_failure_that_quotes_it(harness: Harness, api: respx.Router) -> None:
