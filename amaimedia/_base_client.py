@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from ._admission import Admission
+    from ._auth import ApiKey
     from ._config import ClientConfig, TransportOptions
     from ._deadline import Deadline
     from ._events import Hooks
@@ -422,14 +423,12 @@ class BaseClient(Generic[_HttpT]):
             logger.debug("POST %s %s", url.path, content)
         return self._requests.build(url, content.encode())
 
-    @staticmethod
-    def _quote_parser() -> AnswerParser[Quote]:
-        return AnswerParser(_lazy_names.Quote)
+    def _quote_parser(self) -> AnswerParser[Quote]:
+        return AnswerParser(_lazy_names.Quote, key=self._config.api_key)
 
-    @staticmethod
-    def _charge_parser(reference: str) -> AnswerParser[Charge]:
+    def _charge_parser(self, reference: str) -> AnswerParser[Charge]:
         # The server does not echo the reference; the parser puts the one sent in Charge.
-        return AnswerParser(_lazy_names.Charge, {"reference": reference})
+        return AnswerParser(_lazy_names.Charge, {"reference": reference}, key=self._config.api_key)
 
     def __repr__(self) -> str:
         config = getattr(self, "_config", None)
@@ -457,13 +456,22 @@ class AnswerParser(Generic[_ModelT]):
     Args:
         model: `Quote` or `Charge`.
         context: What the model takes that the answer does not hold (a spend's reference).
+        key: The API key the request carries: where the answer echoes it, the model holds
+            `[API key]` instead. Kept as the `ApiKey`, whose repr hides it: the frames that
+            parse an answer may raise, and error trackers show their locals.
     """
 
-    __slots__ = ("context", "model")
+    __slots__ = ("_key", "context", "model")
 
-    def __init__(self, model: type[_ModelT], context: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, model: type[_ModelT], context: dict[str, Any] | None = None, *, key: ApiKey
+    ) -> None:
         self.model = model
         self.context = context
+        self._key = key
+
+    def __repr__(self) -> str:
+        return f"<AnswerParser {self.model.__name__}>"
 
     def __call__(self, answer: Answer) -> _ModelT:
         """The result of `answer`.
@@ -477,13 +485,14 @@ class AnswerParser(Generic[_ModelT]):
             if logger.isEnabledFor(logging.DEBUG):
                 request = answer.request
                 _log_response(request.method, request.url, answer.status_code, answer)
-            return names.parse_response(answer, self.model, self.context)
+            return names.parse_response(answer, self.model, self.context, key=self._key)
         if logger.isEnabledFor(logging.DEBUG):
             _log_response(answer.method, answer.url, answer.status_code, answer)
-        result = names.parse_success(answer.content, answer.request_id, self.model, self.context)
+        model, context, key = self.model, self.context, self._key
+        result = names.parse_success(answer.content, answer.request_id, model, context, key=key)
         if result is None:
             # Not a success after all: its error is made from the whole answer, as ever.
-            result = names.parse_response(answer.response(), self.model, self.context)
+            result = names.parse_response(answer.response(), model, context, key=key)
         return result
 
 

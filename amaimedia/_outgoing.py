@@ -50,6 +50,10 @@ class RequestBuilder:
             "POST", url, content=content, headers=config.headers, timeout=config.timeout
         )
 
+    def sent_key(self) -> str:
+        """The API key its requests carry, to blank where an answer echoes it."""
+        return self._config.api_key.reveal()
+
     def template(self, url: httpx.URL) -> Template:
         """What every request to `url` shares, made on first use."""
         found = self._templates.get(id(url))
@@ -121,6 +125,10 @@ class Outgoing:
             request = self._request = self._builder.request(self.url, self.content)
             request.extensions["timeout"] = self.timeout
         return request
+
+    def sent_key(self) -> str:
+        """The API key this request carries."""
+        return self._builder.sent_key()
 
     def template(self) -> Template:
         """What this request shares with every other of its configuration to its URL."""

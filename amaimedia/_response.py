@@ -48,6 +48,7 @@ from ._tracebacks import forget_frames_holding
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from ._auth import ApiKey
     from ._transports._direct import DirectAnswer
 
 __all__ = [
@@ -99,6 +100,7 @@ _UNKNOWN_HOST: Final = frozenset(
 _MAX_CAUSES: Final = 8
 # What stands in for an echoed key: the command's output shows it so too (_cli/_console.py).
 _KEY_SHOWN: Final = "[API key]"
+_KEY_SHOWN_BYTES: Final = _KEY_SHOWN.encode()
 
 
 def request_id_of(response: httpx.Response) -> str | None:
@@ -107,10 +109,15 @@ def request_id_of(response: httpx.Response) -> str | None:
 
 
 def request_id_of_answer(answer: httpx.Response | DirectAnswer) -> str | None:
-    """`request_id_of()` an answer of either path; the direct path's reads aiohttp's headers."""
+    """`request_id_of()` an answer of either path, `[API key]` where it echoes the key.
+
+    The direct path's is read from aiohttp's headers.
+    """
     if isinstance(answer, httpx.Response):
-        return request_id_of(answer)
-    return answer.request_id
+        request_id = request_id_of(answer)
+        return None if request_id is None else _blank(request_id, _sent_key(answer))
+    request_id = answer.request_id
+    return None if request_id is None else _blank(request_id, answer.sent_key())
 
 
 def request_id_in(headers: httpx.Headers) -> str | None:
@@ -240,11 +247,16 @@ def error_from_response(
 
 
 def parse_response(
-    response: httpx.Response, model: type[_T], context: dict[str, Any] | None = None
+    response: httpx.Response,
+    model: type[_T],
+    context: dict[str, Any] | None = None,
+    *,
+    key: ApiKey | None = None,
 ) -> _T:
     """Turn a 2xx answer into `model`, and any other answer into its exception.
 
-    A `Quote` or `Charge` gets the answer's request id (`request_id_of()`).
+    A `Quote` or `Charge` gets the answer's request id (`request_id_of()`). Where the body
+    or the request id echoes `key` (the request's API key), the model holds `[API key]`.
 
     Raises:
         APIError: The status is not 2xx, or a 2xx body says `"ok": false`.
@@ -252,10 +264,11 @@ def parse_response(
     """
     if not response.is_success:
         raise error_from_response(response)
+    content, request_id = blank_echoes(response.content, request_id_of(response), key)
     # The request id goes in through the context, which Quote and Charge read it from.
-    context = {**(context or {}), "request_id": request_id_of(response)}
+    context = {**(context or {}), "request_id": request_id}
     try:
-        result = model.model_validate_json(response.content, context=context)
+        result = model.model_validate_json(content, context=context)
     except ValidationError as exc:
         body = _decode_body(response)
         if isinstance(body, dict) and body.get("ok") is False:
@@ -267,7 +280,12 @@ def parse_response(
 
 
 def parse_success(
-    content: bytes, request_id: str | None, model: type[_T], context: dict[str, Any] | None = None
+    content: bytes,
+    request_id: str | None,
+    model: type[_T],
+    context: dict[str, Any] | None = None,
+    *,
+    key: ApiKey | None = None,
 ) -> _T | None:
     """`parse_response()` of a 2xx answer, from its body and request id alone: no response.
 
@@ -279,6 +297,7 @@ def parse_success(
         body is not the documented shape or says `"ok": false`: `parse_response()` of the
         whole answer then raises what it raises for it.
     """
+    content, request_id = blank_echoes(content, request_id, key)
     context = {**(context or {}), "request_id": request_id}
     try:
         result = model.model_validate_json(content, context=context)
@@ -287,6 +306,30 @@ def parse_success(
     if getattr(result, "ok", True) is False:
         return None
     return result
+
+
+def blank_echoes(
+    content: bytes, request_id: str | None, api_key: ApiKey | None
+) -> tuple[bytes, str | None]:
+    """A 2xx answer's body and request id, `[API key]` wherever they echo `api_key`.
+
+    A server or a proxy that quotes the request in a successful answer would otherwise put
+    the key in the model's fields (its repr, a log line, a notebook table). The body is
+    searched as bytes, raw and as JSON escapes it; an answer that holds no key costs a
+    substring search or two.
+    """
+    if api_key is None:
+        return content, request_id
+    key = api_key.reveal()  # a local of this frame only, which never raises
+    if request_id is not None and key in request_id:
+        request_id = request_id.replace(key, _KEY_SHOWN)
+    secret = key.encode()
+    if secret in content:
+        content = content.replace(secret, _KEY_SHOWN_BYTES)
+    if '"' in key or "\\" in key:  # a key is printable ASCII: JSON escapes only these
+        escaped = key.replace("\\", "\\\\").replace('"', '\\"').encode()
+        content = content.replace(escaped, _KEY_SHOWN_BYTES)
+    return content, request_id
 
 
 def _invalid_answer_error(

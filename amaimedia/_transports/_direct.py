@@ -247,6 +247,10 @@ class DirectAnswer:
                 return value
         return None
 
+    def sent_key(self) -> str:
+        """The API key of the request this answers."""
+        return self._outgoing.sent_key()
+
     def response(self) -> httpx.Response:
         """The answer as an `httpx.Response`, its body read; built once, on first use."""
         response = self._response

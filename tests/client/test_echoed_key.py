@@ -24,12 +24,17 @@ from amaimedia import (
     APIConnectionError,
     APIError,
     APIResponseValidationError,
+    Charge,
+    Hooks,
     InsufficientCreditsError,
+    Quote,
+    ResponseEvent,
     ServerError,
     SpendFailedError,
 )
-from amaimedia._response import error_from_response, unread_answer_error
-from tests.answers import KEY, Reply, error, queue
+from amaimedia._auth import ApiKey
+from amaimedia._response import blank_echoes, error_from_response, unread_answer_error
+from tests.answers import CHARGE, KEY, QUOTE, Reply, error, queue
 from tests.conftest import Harness
 
 SHOWN = "[API key]"
@@ -129,6 +134,71 @@ def test_a_2xx_saying_ok_false_that_echoes_it(harness: Harness, api: respx.Route
     assert isinstance(exc, APIError)
     assert KEY not in everything_shown(exc)
     assert exc.message == f"key {SHOWN} refused"
+
+
+def results_shown(*results: Quote | Charge) -> str:
+    """All a result shows or carries that the SDK made, one text to search."""
+    parts: list[str] = []
+    for result in results:
+        parts += [repr(result), str(result), result._repr_html_()]
+        parts += [json.dumps(result.model_dump()), repr(result.request_id)]
+    return "\n".join(parts)
+
+
+def test_a_success_that_echoes_it_holds_the_stand_in(
+    harness: Harness, api: respx.Router, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Failed before: the key was in the result's extra field, repr and request id."""
+    echo = {"request": {"authorization": f"Bearer {KEY}"}, "note": f"for {KEY}"}
+    headers = {"x-request-id": f"req-{KEY}"}
+    queue(api["check"], httpx.Response(200, json={**QUOTE, **echo}, headers=headers))
+    queue(api["spend"], httpx.Response(200, json={**CHARGE, **echo}, headers=headers))
+    client = harness.client(api)
+    with caplog.at_level(logging.DEBUG, logger="amaimedia"):
+        quote = harness.run(client.check("chat"))
+        charge = harness.run(client.spend("chat", reference="job-1"))
+    assert KEY not in results_shown(quote, charge)
+    assert quote.request_id == charge.request_id == f"req-{SHOWN}"
+    assert (
+        quote.model_extra
+        == charge.model_extra
+        == {
+            "request": {"authorization": f"Bearer {SHOWN}"},
+            "note": f"for {SHOWN}",
+        }
+    )
+    assert (quote.cost_tokens, charge.charged, charge.reference) == (5, 5, "job-1")
+    assert not [r for r in caplog.records if KEY in r.getMessage()]
+    assert not [r for r in caplog.records if KEY in json.dumps(vars(r), default=str)]
+
+
+def test_a_key_json_escapes_is_found_escaped() -> None:
+    odd = 'amai_live_quote"and\\slash_0123'
+    content = json.dumps({**QUOTE, "echo": odd}).encode()
+    assert odd.encode() not in content  # only its escaped form is there
+    blanked, request_id = blank_echoes(content, odd, ApiKey(odd))
+    assert request_id == SHOWN
+    assert json.loads(blanked)["echo"] == SHOWN
+
+
+def test_a_success_that_echoes_nothing_is_parsed_as_it_came() -> None:
+    content = json.dumps(QUOTE).encode()
+    assert blank_echoes(content, "req-1", ApiKey(KEY)) == (content, "req-1")
+    assert blank_echoes(content, None, None) == (content, None)
+
+
+def test_hooks_and_raw_responses_read_the_stand_in(harness: Harness, api: respx.Router) -> None:
+    headers = {"cf-ray": f"{KEY}-AMS"}
+    queue(api["check"], httpx.Response(200, json=QUOTE, headers=headers))
+    queue(api["check"], httpx.Response(200, json=QUOTE, headers=headers))
+    seen: list[ResponseEvent] = []
+    client = harness.client(api, hooks=Hooks(on_response=seen.append))
+    raw = harness.run(client.with_raw_response.check("chat"))
+    harness.run(client.check("chat"))
+    assert raw.request_id == raw.parse().request_id == f"{SHOWN}-AMS"
+    assert [event.request_id for event in seen] == [f"{SHOWN}-AMS"] * 2
+    assert KEY not in repr(seen)
+    assert raw.headers["cf-ray"] == f"{KEY}-AMS"  # the answer itself, as it came
 
 
 def test_a_redirect_and_a_request_id_that_echo_it(harness: Harness, api: respx.Router) -> None:

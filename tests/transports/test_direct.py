@@ -166,6 +166,22 @@ def test_an_echoed_key_is_blanked_on_the_direct_path(fake: FakeAmaiServer, serve
     assert KEY not in json.dumps(error.body)
 
 
+def test_a_2xx_that_echoes_the_key_holds_the_stand_in(fake: FakeAmaiServer, served: str) -> None:
+    key = fake.create_key()
+    body = {**QUOTE, "note": f"for {key}"}
+    fake.fail_next("check", status=200, body=body, headers={"cf-ray": f"req-{key}"})
+    fake.fail_next("check", status=200, body=body, headers={"cf-ray": f"req-{key}"})
+
+    async def main() -> tuple[Quote, Any]:
+        async with direct_client(served, key) as client:
+            return await client.check("chat"), await client.with_raw_response.check("chat")
+
+    quote, raw = run(main)
+    assert quote.model_extra == {"note": "for [API key]"}
+    assert quote.request_id == raw.request_id == "req-[API key]"
+    assert key not in repr(quote) + repr(raw.parse())
+
+
 def test_a_2xx_that_does_not_parse_raises_with_a_real_response(
     fake: FakeAmaiServer, served: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
