@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from ._async_client import AsyncAmaiClient
+    from ._async_client import AsyncAmaiClient, AsyncRawResponseClient
     from ._async_metered import AsyncMeteredBlock
-    from ._client import AmaiClient
+    from ._client import AmaiClient, RawResponseClient
     from ._events import ChargeEvent, Hooks, RequestEvent, ResponseEvent, RetryEvent
     from ._exceptions import (
         AmaiError,
@@ -55,6 +55,7 @@ __all__ = [
     "AmaiError",
     "AsyncAmaiClient",
     "AsyncMeteredBlock",
+    "AsyncRawResponseClient",
     "AuthenticationError",
     "Charge",
     "ChargeEvent",
@@ -75,6 +76,7 @@ __all__ = [
     "Quote",
     "RateLimitError",
     "RawResponse",
+    "RawResponseClient",
     "RefusedSpend",
     "ReplayReport",
     "RequestEvent",
@@ -102,9 +104,9 @@ __all__ = [
 # load with the first call or the first model used (docs/performance.md, "Import time").
 _PUBLIC = {
     "AiohttpTransport": "._transports._aiohttp",
-    "AsyncAmaiClient": "._async_client",
+    **dict.fromkeys(["AsyncAmaiClient", "AsyncRawResponseClient"], "._async_client"),
     "AsyncMeteredBlock": "._async_metered",
-    "AmaiClient": "._client",
+    **dict.fromkeys(["AmaiClient", "RawResponseClient"], "._client"),
     **dict.fromkeys(
         [
             "AmaiError",

@@ -39,6 +39,16 @@ def test_public_classes_report_the_public_module() -> None:
     }
 
 
+def test_the_raw_response_clients_are_public() -> None:
+    # What `with_raw_response` returns can be named in an annotation.
+    client = AmaiClient(api_key="amai_live_test_0123456789abcdef")
+    async_client = amaimedia.AsyncAmaiClient(api_key="amai_live_test_0123456789abcdef")
+    assert type(client.with_raw_response) is amaimedia.RawResponseClient
+    assert type(async_client.with_raw_response) is amaimedia.AsyncRawResponseClient
+    assert repr(amaimedia.RawResponseClient) == "<class 'amaimedia.RawResponseClient'>"
+    client.close()
+
+
 def test_package_is_typed() -> None:
     assert importlib.resources.files("amaimedia").joinpath("py.typed").is_file()
 
