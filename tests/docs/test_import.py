@@ -38,7 +38,7 @@ def loaded_after(code: str) -> set[str]:
     return set(json.loads(out.splitlines()[-1]))
 
 
-def test_import_loads_only_the_clients_models_and_errors() -> None:
+def test_import_loads_none_of_the_lazy_modules() -> None:
     assert loaded_after("import amaimedia") == set()
 
 
