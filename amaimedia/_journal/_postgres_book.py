@@ -11,13 +11,20 @@ journal's pool: a reservation lasts as long as its block, minutes of work) holdi
 session advisory lock on a random 63-bit key, the `holder` of its rows. A row counts while
 its holder's lock is held, as `pg_locks` shows it (for the one-key form of
 `pg_advisory_lock`, `classid` is the key's high 32 bits, `objid` its low 32 bits and
-`objsubid` 1). A worker killed by SIGKILL loses its connection, so its lock, so its rows
-stop counting as soon as the server notices the connection is gone; they are deleted by the
-next admission in their scope.
+`objsubid` 1). A worker killed by SIGKILL loses its connection, so its lock. A holder whose
+lock is gone may be dead, or may only have lost its connection (a database restart, a
+session ended by an administrator or a proxy) and be about to write its rows again under a
+new lock: so the next admission in the scope does not delete its rows at once but marks
+them settled a few seconds ahead (`_LOST_HOLDER_GRACE_S`), which counts them for every
+quote until then, and they end after that unless written again. A killed worker's
+reservation stops counting a few seconds after the server noticed; one that only lost its
+connection keeps counting, as its book's thread writes its rows again within about a
+second of the database answering again.
 
 Admission is atomic per scope, and one round trip: a function of the SDK's, made with the
-table, takes an advisory lock derived from the scope, deletes the dead rows, sums the live
-reservations and the charges settled within the quote's window, and inserts the new row
+table, takes an advisory lock derived from the scope, marks the rows of lost holders,
+deletes the settled rows past keeping, sums the live reservations and the charges settled
+within the quote's window (the lost holders' rows among them), and inserts the new row
 when the quote's `balance_after` covers them. A released reservation that charged becomes
 a settled row (`settled_at`, `tokens` = what was charged), counted by the quotes on their
 way; one that charged nothing is deleted.
@@ -74,6 +81,12 @@ _RELEASE_WAIT_S: Final = 0.02
 # do, that its connection still holds its lock: after a database restart, the rows are
 # written again within about this long, not at this process's next admission only.
 _WATCH_S: Final = 1.0
+# How long a reservation whose holder's lock is gone still counts (seconds). Its holder may
+# be dead, or only have lost its connection (a database restart, a dropped session): then it
+# writes the row again under a new lock within about `_WATCH_S`, and until it has, the
+# others must not admit against the tokens it still needs. A killed worker's reservation
+# therefore ends this long after an admission first finds it dead.
+_LOST_HOLDER_GRACE_S: Final = 3
 
 _CREATE = (
     """
@@ -93,14 +106,6 @@ _CREATE = (
     ON amaimedia_reservations (scope, settled_at)
     """,
 )
-# The holders whose lock is held now, in this database (advisory locks are per database).
-_LIVE = """
-live AS (
-    SELECT (classid::bigint << 32) | objid::bigint AS holder FROM pg_locks
-    WHERE locktype = 'advisory' AND granted AND objsubid = 1
-        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-)
-"""
 # Releases, as two arrays: the rows, and what each charged. A row that charged becomes a
 # settled one, counted by the quotes of its window (from now: a release sent late counts
 # later, never less); one that charged nothing is deleted. Sent with the next admission,
@@ -121,7 +126,9 @@ _RELEASE_ALONE = _RELEASE.format(released="%s::bigint[]", charged="%s::bigint[]"
 # the lock ends with it. Its name carries its version: a later SDK that words it otherwise
 # makes another. `now()` is the transaction's start, before the lock was waited for: the
 # window it opens reaches back at least as far as asked, never less.
-_ADMIT_FUNCTION: Final = "amaimedia_admit_v1"
+# v2: a row whose holder is gone is not deleted at once but counted `_LOST_HOLDER_GRACE_S`
+# more (as if charged then), since its holder may be writing it again; v1 deleted it.
+_ADMIT_FUNCTION: Final = "amaimedia_admit_v2"
 _ADMIT_SIGNATURE: Final = (
     f"{_ADMIT_FUNCTION}(bigint, text, bigint, bigint, bigint, float8, bigint[], bigint[])"
 )
@@ -144,10 +151,11 @@ BEGIN
     INTO v_live FROM pg_locks l
     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
         AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database());
+    UPDATE amaimedia_reservations r
+    SET settled_at = now() + interval '{_LOST_HOLDER_GRACE_S} seconds'
+    WHERE r.scope = p_scope AND r.settled_at IS NULL AND NOT r.holder = ANY (v_live);
     DELETE FROM amaimedia_reservations r
-    WHERE r.scope = p_scope AND (
-        (r.settled_at IS NULL AND NOT r.holder = ANY (v_live))
-        OR r.settled_at < now() - interval '{_KEEP_SETTLED}');
+    WHERE r.scope = p_scope AND r.settled_at < now() - interval '{_KEEP_SETTLED}';
     SELECT COALESCE(SUM(r.tokens), 0), COUNT(*) INTO v_held, blocks
     FROM amaimedia_reservations r
     WHERE r.scope = p_scope AND r.settled_at IS NULL AND r.holder = ANY (v_live);
@@ -166,10 +174,10 @@ _ADMIT = (
     f"SELECT reserved, blocks, added FROM {_ADMIT_FUNCTION}"
     "(%s, %s, %s, %s, %s, %s, %s::bigint[], %s::bigint[])"
 )
-_RESERVED = f"""
-WITH {_LIVE}
-SELECT COALESCE(SUM(tokens), 0) FROM amaimedia_reservations
-WHERE scope = %s AND settled_at IS NULL AND holder IN (SELECT holder FROM live)
+# A book closed: its live rows go, then its holder's lock (one statement, one round trip).
+_END_HOLDER = """
+WITH gone AS (DELETE FROM amaimedia_reservations WHERE holder = %s AND settled_at IS NULL)
+SELECT pg_advisory_unlock(%s)
 """
 # A row written again after a reconnection keeps its id; another process may have
 # deleted it meanwhile (its holder was dead), or not yet.
@@ -422,23 +430,27 @@ class _Worker:
         self._send_releases()  # this process's releases show at once
 
         def run(db: psycopg.Connection[Any]) -> int:
-            row = db.execute(_RESERVED, (scope,)).fetchone()
-            return 0 if row is None else int(row[0])
+            # What an admission would count, by the admission itself: a balance below zero
+            # admits nothing, and an empty window counts no charge but the lost holders'.
+            row = db.execute(_ADMIT, (scope_lock(scope), scope, 0, 0, -1, 0.0, [], [])).fetchone()
+            assert row is not None  # one row: the function's
+            return int(row[0])
 
         return self._retrying("read the reservations of", run)
 
     def disconnect(self) -> None:
         """End the connection; the releases not yet sent go first, the charges among them.
 
-        The holder's lock is released before the connection closes: its rows stop counting
-        when this returns, not when the server has noticed the connection is gone.
+        This process's live rows are deleted and the holder's lock released before the
+        connection closes: they stop counting when this returns, not when the server has
+        noticed the connection is gone (and a lost holder's grace has passed).
         """
         self._send_releases()
         self.live.clear()
         db = self._db
         if db is not None and _alive(db):
             try:
-                db.execute("SELECT pg_advisory_unlock(%s)", (self._holder,))
+                db.execute(_END_HOLDER, (self._holder, self._holder))
             except _psycopg().Error as exc:  # the closing ends it all the same
                 logger.debug("the reservation book could not release its holder: %s", exc)
         self._close()
