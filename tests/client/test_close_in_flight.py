@@ -46,6 +46,10 @@ KINDS = ["sync", "httpx", "aiohttp"]
 # closed. Nothing is timed against it; the tests only wait for conditions.
 DELAY = 1.0
 WAIT = 30.0  # seconds: the bound of every wait for a condition; only a hung test nears it
+# An answer the tests that cut spends short hold back: longer than their trigger (an
+# interrupt, a cancellation, a signal) takes on a loaded machine. With 2 s, a loaded CI
+# machine once delivered the interrupt after the answer, and the block was charged.
+HELD = DELAY * 5
 
 Outcome = Meter | BaseException
 
@@ -209,7 +213,7 @@ def test_a_close_cut_short_ends_the_spends_in_flight_as_sdk_errors(
     """`aclose()` cancelled while it waits closes the pool under the requests: each
     block raises SpendFailedError with its reference, pending for the replay, which
     charges nothing twice (the fake charged each spend when it arrived)."""
-    served.fake.fail_next("spend", delay=DELAY * 2, times=2)
+    served.fake.fail_next("spend", delay=HELD, times=2)
     client = served.client(kind)
     outcomes = run_blocks(
         served, kind, client, 2, lambda c: asyncio.wait_for(c.aclose(), DELAY / 10)
@@ -236,7 +240,7 @@ def test_a_signal_handler_that_closes_the_client_does_not_wait_for_its_own_threa
 ) -> None:
     """The handler interrupts the main thread's own spend: waiting for it would wait
     forever. The pool closes at once; the block raises SpendFailedError."""
-    served.fake.fail_next("spend", delay=DELAY * 2)
+    served.fake.fail_next("spend", delay=HELD)
     client = served.client("sync")
     assert isinstance(client, AmaiClient)
     main = threading.get_ident()
@@ -272,7 +276,7 @@ class Interrupted(Exception):
 def test_an_interrupt_while_close_waits_closes_the_pool_at_once(served: Served) -> None:
     """Ctrl-C during close(): the wait stops, the pool closes, and the spend in flight on
     another thread ends as SpendFailedError, pending for the replay."""
-    served.fake.fail_next("spend", delay=DELAY * 2)
+    served.fake.fail_next("spend", delay=HELD)
     client = served.client("sync")
     assert isinstance(client, AmaiClient)
     main = threading.get_ident()
