@@ -10,6 +10,7 @@ window only, and a release never blocks nor raises.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -314,11 +315,13 @@ def test_a_lost_connection_keeps_the_live_reservations(postgres_url: str) -> Non
         other.close()
 
 
-def test_a_lost_holder_counts_until_it_has_written_its_rows_again(postgres_url: str) -> None:
-    """Failed before: between the lost connection and the rewrite, others admitted in full.
+@contextlib.contextmanager
+def a_lost_holder(postgres_url: str) -> Iterator[tuple[threading.Event, SharedBook, int]]:
+    """A book holding 60 whose connection is lost, its thread kept busy until told.
 
-    The owner's book thread is kept busy, so it cannot write its rows again yet: as after a
-    database restart, for the second or so its thread takes to notice.
+    So it cannot write its rows again yet: as after a database restart, for the second or
+    so its thread takes to notice. Yields the event that frees the thread, another
+    worker's book, and the lost holder's key.
     """
     journal = PostgresSpendJournal(postgres_url)
     other = PostgresSpendJournal(postgres_url)
@@ -326,45 +329,38 @@ def test_a_lost_holder_counts_until_it_has_written_its_rows_again(postgres_url: 
     try:
         book = journal.reservation_book()
         assert admit(book, 60, 100).admitted
-        [before] = holders(postgres_url)
+        [lost] = holders(postgres_url)
         terminate_book_connections(postgres_url)
         stall = threading.Thread(target=book_thread_of(book).ask, args=(busy.wait, 30.0))
         stall.start()
-        theirs = other.reservation_book()
-        decision = admit(theirs, 50, 50)
-        assert (decision.admitted, decision.reserved) == (False, 60)
+        yield busy, other.reservation_book(), lost
         busy.set()
         stall.join()
-        # Written again under a new holder: it counts on, past the grace of a lost one.
-        wait_until(lambda: holders(postgres_url) != [before])
-        time.sleep(LOST_HOLDER_GRACE_S + 0.5)
-        assert theirs.reserved(SCOPE) == 60
-        assert not admit(theirs, 50, 50).admitted
     finally:
         busy.set()
         journal.close()
         other.close()
 
 
+def test_a_lost_holder_counts_until_it_has_written_its_rows_again(postgres_url: str) -> None:
+    """Failed before: between the lost connection and the rewrite, others admitted in full."""
+    with a_lost_holder(postgres_url) as (busy, theirs, lost):
+        decision = admit(theirs, 50, 50)
+        assert (decision.admitted, decision.reserved) == (False, 60)
+        busy.set()
+        # Written again under a new holder: it counts on, past the grace of a lost one.
+        wait_until(lambda: holders(postgres_url) not in ([], [lost]))
+        time.sleep(LOST_HOLDER_GRACE_S + 0.5)
+        assert theirs.reserved(SCOPE) == 60
+        assert not admit(theirs, 50, 50).admitted
+
+
 def test_a_lost_holder_that_never_comes_back_ends_after_the_grace(postgres_url: str) -> None:
-    journal = PostgresSpendJournal(postgres_url)
-    other = PostgresSpendJournal(postgres_url)
-    busy = threading.Event()
-    try:
-        book = journal.reservation_book()
-        assert admit(book, 60, 100).admitted
-        terminate_book_connections(postgres_url)
-        stall = threading.Thread(target=book_thread_of(book).ask, args=(busy.wait, 30.0))
-        stall.start()
-        theirs = other.reservation_book()
+    with a_lost_holder(postgres_url) as (_, theirs, _lost):
         assert theirs.reserved(SCOPE) == 60  # the first look marks it lost
         took = wait_until(lambda: theirs.reserved(SCOPE) == 0)
         assert took >= LOST_HOLDER_GRACE_S - 0.5
         assert admit(theirs, 50, 50).admitted
-    finally:
-        busy.set()
-        journal.close()
-        other.close()
 
 
 def test_a_closed_book_s_rows_go_at_once(postgres_url: str) -> None:
