@@ -217,7 +217,14 @@ def error_from_response(
     if unread is not None:
         message += f"; the answer is {unread}, so its body was not read"
     elif not isinstance(body, dict | list) and not 300 <= status < 400:
-        message += " (the answer is not JSON)"
+        # JSON too deep to decode is kept as text too: it is JSON, so the message says so.
+        too_deep = (
+            isinstance(body, str)
+            and body.lstrip()[:1] in ("[", "{")
+            and _json.nested_deeper_than(body, _json.MAX_DEPTH)
+        )
+        shape = "nests too deep to read" if too_deep else "is not JSON"
+        message += f" (the answer {shape})"
     retry_after = parse_retry_after(response.headers)
     if cls is InsufficientCreditsError:
         if details.cost_tokens is not None and details.balance is not None:

@@ -19,7 +19,10 @@ import pytest
 
 from amaimedia import _json
 from amaimedia._journal._protocol import UnreadableEntry, read_entry
-from amaimedia._response import _decode_body  # pyright: ignore[reportPrivateUsage]
+from amaimedia._response import (  # pyright: ignore[reportPrivateUsage]
+    _decode_body,
+    error_from_response,
+)
 from amaimedia.testing._app import _decode  # pyright: ignore[reportPrivateUsage]
 
 DEEP = "[" * 100_000 + "]" * 100_000
@@ -90,6 +93,19 @@ def test_a_journal_row_nested_too_deep_says_so() -> None:
 
 def test_an_error_body_nested_too_deep_is_kept_as_text() -> None:
     assert _error_body(DEEP) == DEEP
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        pytest.param(DEEP, "(the answer nests too deep to read)", id="deep JSON"),
+        pytest.param("<html>[[[" + "{" * 300 + "</html>", "(the answer is not JSON)", id="a page"),
+    ],
+)
+def test_an_error_says_what_its_unread_body_is(body: str, said: str) -> None:
+    error = error_from_response(httpx.Response(502, content=body.encode()))
+    assert said in str(error)
+    assert error.body == body
 
 
 def test_documents_up_to_the_limit_decode() -> None:
