@@ -17,7 +17,7 @@ from collections.abc import Callable
 from itertools import accumulate
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "loads", "nested_deeper_than"]
+__all__ = ["MAX_DEPTH", "loads", "too_deep"]
 
 MAX_DEPTH = 200
 """How many levels of arrays and objects a decoded document may nest (pydantic's own JSON
@@ -49,27 +49,25 @@ def loads(
         ValueError: The document is nested deeper than `max_depth` (the message says so)
             or is not JSON (`json.JSONDecodeError`, a `ValueError`).
     """
-    if _may_nest_beyond(text, max_depth) and nested_deeper_than(text, max_depth):
+    if too_deep(text, max_depth):
         raise ValueError(f"JSON nested deeper than {max_depth} levels is not decoded")
     return json.loads(text, parse_constant=parse_constant)
 
 
-def nested_deeper_than(text: str | bytes, max_depth: int) -> bool:
-    """Whether the arrays and objects of `text` nest deeper than `max_depth`, found by a scan.
+def too_deep(text: str | bytes, max_depth: int = MAX_DEPTH) -> bool:
+    """Whether the arrays and objects of `text` nest deeper than `max_depth`.
 
-    No recursion, and the scan stops at the first bracket past the limit. Brackets inside JSON
-    strings do not count. For text that is not JSON the answer is only an estimate, which is
-    all a refusal needs: `json.loads` rejects such text anyway.
+    Text with no more brackets than that is answered by two counts. Other text is scanned,
+    without recursion, up to the first bracket past the limit; brackets inside JSON strings
+    do not count. For text that is not JSON the answer is only an estimate, which is all a
+    refusal needs: `json.loads` rejects such text anyway.
     """
-    if isinstance(text, bytes | bytearray):
+    if isinstance(text, str):
+        if text.count("[") + text.count("{") <= max_depth:
+            return False
+    elif text.count(b"[") + text.count(b"{") <= max_depth:
+        return False
+    else:
         text = bytes(text).decode("utf-8", errors="replace")
     tokens = (match[0] for match in _STRING_OR_BRACKET.finditer(text))
     return any(depth > max_depth for depth in accumulate(_STEP.get(token, 0) for token in tokens))
-
-
-def _may_nest_beyond(text: str | bytes, max_depth: int) -> bool:
-    # Each level opens with a bracket, so text with few of them needs no closer look: the
-    # common case costs two C-speed counts.
-    if isinstance(text, str):
-        return text.count("[") + text.count("{") > max_depth
-    return text.count(b"[") + text.count(b"{") > max_depth

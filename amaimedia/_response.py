@@ -219,9 +219,7 @@ def error_from_response(
     elif not isinstance(body, dict | list) and not 300 <= status < 400:
         # JSON too deep to decode is kept as text too: it is JSON, so the message says so.
         too_deep = (
-            isinstance(body, str)
-            and body.lstrip()[:1] in ("[", "{")
-            and _json.nested_deeper_than(body, _json.MAX_DEPTH)
+            isinstance(body, str) and body.lstrip()[:1] in ("[", "{") and _json.too_deep(body)
         )
         shape = "nests too deep to read" if too_deep else "is not JSON"
         message += f" (the answer {shape})"
@@ -328,8 +326,7 @@ def blank_echoes(
     if api_key is None:
         return content, request_id
     key = api_key.reveal()  # a local of this frame only, which never raises
-    if request_id is not None and key in request_id:
-        request_id = request_id.replace(key, _KEY_SHOWN)
+    request_id = _blank(request_id, key)
     secret = key.encode()
     if secret in content:
         content = content.replace(secret, _KEY_SHOWN_BYTES)
