@@ -10,6 +10,7 @@ that moment on purpose: a collection after every allocation, each running a litt
 from __future__ import annotations
 
 import gc
+import json
 import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -128,7 +129,7 @@ def test_documents_up_to_the_limit_decode() -> None:
     ids=["in a string", "after an escaped quote", "after an escaped backslash", "two strings"],
 )
 def test_brackets_inside_strings_do_not_count(text: str) -> None:
-    assert _json.loads(text) == __import__("json").loads(text)
+    assert _json.loads(text) == json.loads(text)
 
 
 def test_shallow_but_wide_documents_decode() -> None:
