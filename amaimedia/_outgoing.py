@@ -44,7 +44,26 @@ class RequestBuilder:
         return Outgoing(self, url, content, self._config.timeout.as_dict())
 
     def request(self, url: httpx.URL, content: bytes) -> httpx.Request:
-        """The `httpx.Request` of a `POST` of `content` to `url`, as httpx builds it."""
+        """The `httpx.Request` of a `POST` of `content` to `url`, as httpx builds it.
+
+        The pool's `build_request` merges its own headers, query parameters and cookies
+        into each request. What that merge gives for `url` is kept in the URL's
+        template, and a request is made from it directly while the pool still holds
+        what it held then (no cookie, the same headers and parameters): the same request,
+        for half the work. Otherwise the template is made again first.
+        """
+        template = self.template(url)
+        if not template.fits(self._http):
+            template = self._refresh(url)
+        return httpx.Request(
+            "POST",
+            template.request.url,
+            headers=template.raw,
+            content=content,
+            extensions={"timeout": self._config.timeout.as_dict()},
+        )
+
+    def _built(self, url: httpx.URL, content: bytes) -> httpx.Request:
         config = self._config
         return self._http.build_request(
             "POST", url, content=content, headers=config.headers, timeout=config.timeout
@@ -58,8 +77,13 @@ class RequestBuilder:
         """What every request to `url` shares, made on first use."""
         found = self._templates.get(id(url))
         if found is None or found[0] is not url:
-            found = self._templates[id(url)] = (url, Template(self.request(url, b"")))
+            return self._refresh(url)
         return found[1]
+
+    def _refresh(self, url: httpx.URL) -> Template:
+        template = Template(self._built(url, b""), self._http)
+        self._templates[id(url)] = (url, template)
+        return template
 
 
 class Template:
@@ -69,21 +93,40 @@ class Template:
         request: Such a request with an empty body, as httpx builds it: what the request
             of an attempt is named by when the pool closes under it (`InFlight`), and
             what the observer is told of.
-        headers: Its headers as they go on the wire, as text, without `Content-Length`
-            (each request adds its own). Never shown: the API key is one of them.
+        raw: Its headers as they go on the wire, without `Content-Length` (each request
+            adds its own). Never shown: the API key is one of them.
+        headers: The same, as text.
         route: Where the transport of the direct path sends to this URL, kept here by it.
     """
 
-    __slots__ = ("headers", "request", "route")
+    __slots__ = ("_pool_headers", "_pool_params", "headers", "raw", "request", "route")
 
-    def __init__(self, request: httpx.Request) -> None:
+    def __init__(self, request: httpx.Request, http: httpx.Client | httpx.AsyncClient) -> None:
         self.request = request
-        self.headers = tuple(
-            (name.decode("latin-1"), value.decode("latin-1"))
+        self.raw = [
+            (name, value)
             for name, value in request.headers.raw
             if name.lower() not in (b"content-length", b"transfer-encoding")
+        ]
+        self.headers = tuple(
+            (name.decode("latin-1"), value.decode("latin-1")) for name, value in self.raw
         )
         self.route: object = None
+        # What the pool merged into `request`; see `fits`.
+        self._pool_headers = http.headers.raw
+        self._pool_params = http.params
+
+    def fits(self, http: httpx.Client | httpx.AsyncClient) -> bool:
+        """Whether `http` would still build this URL's requests as it built `request`.
+
+        Its headers and query parameters are what they were, and it holds no cookie (a
+        cookie an answer set goes out with every later request).
+        """
+        return (
+            http.params is self._pool_params
+            and not http.cookies
+            and http.headers.raw == self._pool_headers
+        )
 
     def __repr__(self) -> str:
         return f"<Template POST {self.request.url.path}>"
