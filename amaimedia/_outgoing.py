@@ -30,11 +30,13 @@ class RequestBuilder:
         http: The pool, whose `build_request` adds its own headers.
     """
 
-    __slots__ = ("_config", "_http", "_templates")
+    __slots__ = ("_config", "_http", "_merges", "_templates")
 
     def __init__(self, config: ClientConfig, http: httpx.Client | httpx.AsyncClient) -> None:
         self._config = config
         self._http = http
+        # A pool whose class builds its requests its own way builds every one of them.
+        self._merges = type(http).build_request is httpx.Client.build_request
         # By identity: the URLs are the configuration's own, and hashing an httpx.URL
         # costs more than the whole look-up should.
         self._templates: dict[int, tuple[httpx.URL, Template]] = {}
@@ -50,8 +52,11 @@ class RequestBuilder:
         into each request. What that merge gives for `url` is kept in the URL's
         template, and a request is made from it directly while the pool still holds
         what it held then (no cookie, the same headers and parameters): the same request,
-        for half the work. Otherwise the template is made again first.
+        for half the work. Otherwise the template is made again first. A pool of a class
+        with a `build_request` of its own builds each request itself.
         """
+        if not self._merges:
+            return self._built(url, content)
         template = self.template(url)
         if not template.fits(self._http):
             template = self._refresh(url)

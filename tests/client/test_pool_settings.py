@@ -93,3 +93,27 @@ def test_a_cookie_an_answer_sets_goes_out_with_the_next_request(
     assert sent(api).headers["Cookie"] == "lb=node-7"
     harness.run(client.spend("chat", 1, reference="job-1"))
     assert sent(api).headers["Cookie"] == "lb=node-7"
+
+
+def test_a_pool_that_builds_its_own_requests_builds_each_one(
+    harness: Harness, api: respx.Router
+) -> None:
+    base = httpx.AsyncClient if harness.is_async else httpx.Client
+    built: list[int] = []
+
+    class Signing(base):  # type: ignore[misc, valid-type]
+        def build_request(self, *args: Any, **kwargs: Any) -> httpx.Request:
+            request = super().build_request(*args, **kwargs)
+            built.append(1)
+            request.headers["X-Signature"] = f"sig-{len(built)}"
+            return request
+
+    handler = api.async_handler if harness.is_async else api.handler
+    http = Signing(transport=httpx.MockTransport(handler))
+    client = harness.client(http_client=http)
+    signatures = []
+    for _ in range(3):
+        harness.run(client.check("chat"))
+        signatures.append(sent(api).headers["X-Signature"])
+    assert len(set(signatures)) == 3  # each request built, and signed, on its own
+    harness.run(http.aclose() if harness.is_async else http.close())
