@@ -35,6 +35,14 @@ def expected(api: respx.Router, client: Any, http: Pool) -> httpx.Request:
     )
 
 
+def started(harness: Harness, api: respx.Router) -> tuple[Any, Any]:
+    """A pool of the caller's, and a client on it that has made its first request."""
+    http = harness.http_client(api)
+    client = harness.client(http_client=http)
+    harness.run(client.check("chat"))
+    return http, client
+
+
 def test_a_request_is_the_one_the_pool_builds(harness: Harness, api: respx.Router) -> None:
     http = harness.http_client(api, headers={"X-Team": "billing"}, params={"region": "eu"})
     client = harness.client(http_client=http)
@@ -52,9 +60,7 @@ def test_a_request_is_the_one_the_pool_builds(harness: Harness, api: respx.Route
 def test_headers_changed_on_the_pool_go_out_with_the_next_request(
     harness: Harness, api: respx.Router
 ) -> None:
-    http = harness.http_client(api)
-    client = harness.client(http_client=http)
-    harness.run(client.check("chat"))
+    http, client = started(harness, api)
     assert "X-Team" not in sent(api).headers
 
     http.headers["X-Team"] = "billing"  # changed in place
@@ -70,9 +76,7 @@ def test_headers_changed_on_the_pool_go_out_with_the_next_request(
 def test_query_parameters_set_on_the_pool_go_out_with_the_next_request(
     harness: Harness, api: respx.Router
 ) -> None:
-    http = harness.http_client(api)
-    client = harness.client(http_client=http)
-    harness.run(client.check("chat"))
+    http, client = started(harness, api)
     http.params = httpx.QueryParams({"region": "eu"})
     harness.run(client.check("chat"))
     assert str(sent(api).url) == f"{CHECK_URL}?region=eu"
