@@ -50,15 +50,17 @@ class RequestBuilder:
 
         The pool's `build_request` merges its own headers, query parameters and cookies
         into each request. What that merge gives for `url` is kept in the URL's
-        template, and a request is made from it directly while the pool still holds
-        what it held then (no cookie, the same headers and parameters): the same request,
-        for half the work. Otherwise the template is made again first. A pool of a class
-        with a `build_request` of its own builds each request itself.
+        template, and a request is made from it directly while the pool holds what it
+        held then (the same headers and parameters, and no cookie): the same request, in
+        about half the time. After the pool's headers or parameters change, the template
+        is made again first. A pool that holds a cookie, or whose class has a
+        `build_request` of its own, builds each request itself.
         """
-        if not self._merges:
+        http = self._http
+        if not self._merges or http.cookies:
             return self._built(url, content)
         template = self.template(url)
-        if not template.fits(self._http):
+        if not template.fits(http):
             template = self._refresh(url)
         return httpx.Request(
             "POST",
@@ -104,7 +106,15 @@ class Template:
         route: Where the transport of the direct path sends to this URL, kept here by it.
     """
 
-    __slots__ = ("_pool_headers", "_pool_params", "headers", "raw", "request", "route")
+    __slots__ = (
+        "_cookieless",
+        "_pool_headers",
+        "_pool_params",
+        "headers",
+        "raw",
+        "request",
+        "route",
+    )
 
     def __init__(self, request: httpx.Request, http: httpx.Client | httpx.AsyncClient) -> None:
         self.request = request
@@ -120,16 +130,17 @@ class Template:
         # What the pool merged into `request`; see `fits`.
         self._pool_headers = http.headers.raw
         self._pool_params = http.params
+        self._cookieless = not http.cookies
 
     def fits(self, http: httpx.Client | httpx.AsyncClient) -> bool:
-        """Whether `http` would still build this URL's requests as it built `request`.
+        """Whether `http`, holding no cookie, builds this URL's requests as it built `request`.
 
-        Its headers and query parameters are what they were, and it holds no cookie (a
-        cookie an answer set goes out with every later request).
+        It held no cookie then either, and its headers and query parameters are what they
+        were.
         """
         return (
-            http.params is self._pool_params
-            and not http.cookies
+            self._cookieless
+            and http.params is self._pool_params
             and http.headers.raw == self._pool_headers
         )
 

@@ -99,6 +99,18 @@ def test_a_cookie_an_answer_sets_goes_out_with_the_next_request(
     assert sent(api).headers["Cookie"] == "lb=node-7"
 
 
+def test_a_cookie_the_pool_no_longer_holds_does_not_go_out(
+    harness: Harness, api: respx.Router
+) -> None:
+    http = harness.http_client(api, cookies={"lb": "node-7"})
+    client = harness.client(http_client=http)
+    harness.run(client.check("chat"))
+    assert sent(api).headers["Cookie"] == "lb=node-7"
+    http.cookies.clear()
+    harness.run(client.check("chat"))
+    assert "Cookie" not in sent(api).headers
+
+
 def test_a_pool_that_builds_its_own_requests_builds_each_one(
     harness: Harness, api: respx.Router
 ) -> None:
