@@ -35,9 +35,9 @@ def expected(api: respx.Router, client: Any, http: Pool) -> httpx.Request:
     )
 
 
-def started(harness: Harness, api: respx.Router) -> tuple[Any, Any]:
-    """A pool of the caller's, and a client on it that has made its first request."""
-    http = harness.http_client(api)
+def started(harness: Harness, api: respx.Router, **pool: Any) -> tuple[Any, Any]:
+    """A pool of the caller's (made with `pool`), and a client on it that made a request."""
+    http = harness.http_client(api, **pool)
     client = harness.client(http_client=http)
     harness.run(client.check("chat"))
     return http, client
@@ -102,9 +102,7 @@ def test_a_cookie_an_answer_sets_goes_out_with_the_next_request(
 def test_a_cookie_the_pool_no_longer_holds_does_not_go_out(
     harness: Harness, api: respx.Router
 ) -> None:
-    http = harness.http_client(api, cookies={"lb": "node-7"})
-    client = harness.client(http_client=http)
-    harness.run(client.check("chat"))
+    http, client = started(harness, api, cookies={"lb": "node-7"})
     assert sent(api).headers["Cookie"] == "lb=node-7"
     http.cookies.clear()
     harness.run(client.check("chat"))
